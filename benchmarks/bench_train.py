@@ -1,0 +1,227 @@
+"""Training benchmarks for `learnat sft` / `learnat mdpo` (issue 4).
+
+1. MDPO step time vs TRL's stock DPOTrainer step time, on the same tiny Qwen2 model, LoRA config and batch
+   (target: MDPO within 10% of DPO). Per-step wall times come from a TrainerCallback; the first steps are warm-up
+   and dropped; the two trainers run interleaved rounds so machine noise hits both alike.
+2. SFT tokens/s on the embedded 0.5B student (``learnat_cli.models.resolve_model(None)``, or ``--model PATH``) with
+   LoRA on this CPU, through learnat's SFTTrainer setup, against a plain PyTorch loop (forward, backward, AdamW step)
+   on the same LoRA model and batches as the baseline.
+
+    python benchmarks/bench_train.py [--quick] [--model PATH] [--threads 2] [--skip-sft]
+
+Nothing here needs /work/shared: the data are the student prompts built from learnat's own templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _pairs(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        age = 20 + i
+        rows.append({
+            "id": f"b{i}",
+            "prompt": f"Database schema: CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, age INTEGER)\n"
+                      f"Question: How many singers are older than {age}?\n",
+            "chosen": f"Step 1: Which singers are older than {age}?\nSQL: SELECT name FROM singer WHERE age > {age}\n"
+                      f"Final SQL: SELECT COUNT(*) FROM singer WHERE age > {age}\n",
+            "rejected": "Step 1: List the names.\nSQL: SELECT name FROM singer\nFinal SQL: SELECT name FROM singer\n",
+            "margin": round(0.1 + 0.05 * (i % 10), 3),
+        })
+    return rows
+
+
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self._t = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self._t)
+
+    return StepTimer()
+
+
+def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir: Path) -> dict:
+    import contextlib
+
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from learnat_cli.mdpo import trainer_classes
+    from learnat_cli.tiny import build_tiny_model
+    from learnat_cli.train_sft import quiet_libraries
+
+    quiet_libraries()
+    model_dir = build_tiny_model(workdir / "tiny", hidden_size=hidden, layers=2)
+    rows = _pairs(batch)
+    _, MdpoTrainer = trainer_classes()
+
+    def make(kind: str):
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        args = DPOConfig(output_dir=str(workdir / kind), per_device_train_batch_size=batch,
+                         gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-4, beta=0.1,
+                         use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, logging_steps=1,
+                         save_strategy="no", gradient_checkpointing=False, seed=0, dataloader_num_workers=0)
+        lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", lora_dropout=0.0)
+        timer = _step_timer()
+        if kind == "mdpo":
+            tr = MdpoTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             peft_config=lora, callbacks=[timer], gamma=1.0)
+        else:
+            stock_rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+            tr = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(stock_rows),
+                            processing_class=tok, peft_config=lora, callbacks=[timer])
+        return tr, timer
+
+    times = {"dpo": [], "mdpo": []}
+    for r in range(rounds):
+        for kind in (("dpo", "mdpo") if r % 2 == 0 else ("mdpo", "dpo")):
+            tr, timer = make(kind)
+            with contextlib.redirect_stdout(sys.stderr):
+                tr.train()
+            times[kind].extend(timer.times[2:])  # drop warm-up steps
+    dpo = statistics.median(times["dpo"])
+    mdpo = statistics.median(times["mdpo"])
+    return {"dpo_step_s": dpo, "mdpo_step_s": mdpo, "ratio": mdpo / dpo, "steps_timed": len(times["mdpo"]),
+            "batch_pairs": batch, "hidden": hidden}
+
+
+def _sft_rows(n: int) -> list[dict]:
+    from learnat_cli.prompts import format_answer, student_messages
+
+    schema = ("CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);\n"
+              "CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, concert_name TEXT, stadium_id INTEGER, "
+              "year TEXT);\nCREATE TABLE singer_in_concert (concert_id INTEGER, singer_id INTEGER);")
+    rows = []
+    for i in range(n):
+        age = 20 + i
+        q = f"How many singers from France are older than {age}?"
+        msgs = student_messages(q, schema)
+        ans = format_answer([(f"Which singers are older than {age}?", f"SELECT * FROM singer WHERE age > {age}")],
+                            f"SELECT COUNT(*) FROM singer WHERE age > {age} AND country = 'France'")
+        rows.append({"messages": msgs + [{"role": "assistant", "content": ans}]})
+    return rows
+
+
+def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
+    import contextlib
+
+    import torch
+
+    from learnat_cli.train_sft import SftConfig, build_sft_trainer, resolve_model_path
+
+    try:
+        path = resolve_model_path(model_spec)
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"skipped": f"no 0.5B student: {e}"}
+    rows = _sft_rows(steps + 2)
+    cfg = SftConfig(input="-", output_dir=str(workdir / "sft"), model=path, batch_size=1, grad_accum=1,
+                    max_steps=steps + 1, cpu=True, logging_steps=1)
+    t0 = time.perf_counter()
+    trainer, info = build_sft_trainer(cfg, rows=rows)
+    load_s = time.perf_counter() - t0
+    timer = _step_timer()
+    trainer.add_callback(timer)
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.train()
+    tok_per_step = [int(sum(len(x) for x in trainer.train_dataset[i:i + 1]["input_ids"]))
+                    for i in range(len(trainer.train_dataset))]
+    # Tokens actually processed per step, from TRL's own counter (logged every step).
+    counts = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    per_step_tokens = [b - a for a, b in zip([0] + counts[:-1], counts)]
+    timed = timer.times[1:]
+    toks = per_step_tokens[1:len(timer.times)]
+    trl_tps = sum(toks) / sum(timed)
+
+    # Baseline: plain PyTorch loop on the same LoRA model and the same tokenised examples.
+    model = trainer.model
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    base_times, base_tokens = [], []
+    collator = trainer.data_collator
+    ds = trainer.train_dataset
+    for i in range(min(steps + 1, len(ds))):
+        b = collator([ds[i]])
+        t = time.perf_counter()
+        out = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"), labels=b["labels"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i > 0:
+            base_times.append(time.perf_counter() - t)
+            base_tokens.append(int(b["input_ids"].numel()))
+    base_tps = sum(base_tokens) / sum(base_times)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"model": path, "params": n_params, "trainable": n_train, "steps_timed": len(timed),
+            "tokens_per_example": statistics.mean(tok_per_step), "sft_tokens_per_s": trl_tps,
+            "torch_loop_tokens_per_s": base_tps, "ratio": trl_tps / base_tps, "load_s": load_s,
+            "step_s": statistics.median(timed), "loss_mode": info["loss_mode"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a small run")
+    ap.add_argument("--model", default=None, help="student for the SFT throughput part (default: embedded 0.5B)")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+                    help="torch CPU threads (default: $OMP_NUM_THREADS or 2)")
+    ap.add_argument("--skip-sft", action="store_true", help="only the MDPO vs DPO part")
+    ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    steps, rounds = (6, 2) if args.quick else (12, 4)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="learnat-bench-train-") as tmp:
+        tmp = Path(tmp)
+        r = bench_mdpo_vs_dpo(steps=steps, rounds=rounds, batch=8, hidden=64, workdir=tmp)
+        results["mdpo_vs_dpo"] = r
+        print("== MDPO vs TRL DPO step time (tiny Qwen2 h=64, LoRA r=8, batch of 8 pairs, CPU)")
+        print(f"   DPO  (TRL stock) : {r['dpo_step_s'] * 1000:8.1f} ms/step  (median of {r['steps_timed']})")
+        print(f"   MDPO (learnat)   : {r['mdpo_step_s'] * 1000:8.1f} ms/step")
+        verdict = "OK" if r["ratio"] <= 1.10 else "SLOWER THAN TARGET"
+        print(f"   ratio MDPO/DPO   : {r['ratio']:.3f}   (target <= 1.10: {verdict})")
+        if not args.skip_sft:
+            s = bench_sft_tokens(args.model, steps=2 if args.quick else 4, workdir=tmp)
+            results["sft_tokens"] = s
+            print("== SFT throughput, LoRA, CPU")
+            if "skipped" in s:
+                print(f"   skipped: {s['skipped']}")
+            else:
+                print(f"   model            : {s['model']} ({s['params'] / 1e6:.0f}M params, "
+                      f"{s['trainable'] / 1e6:.2f}M trainable)")
+                print(f"   tokens/example   : {s['tokens_per_example']:.0f}   loss mode: {s['loss_mode']}")
+                print(f"   learnat sft      : {s['sft_tokens_per_s']:8.1f} tokens/s  "
+                      f"({s['step_s']:.2f} s/step, {s['steps_timed']} steps timed; load {s['load_s']:.1f} s)")
+                print(f"   plain torch loop : {s['torch_loop_tokens_per_s']:8.1f} tokens/s")
+                print(f"   ratio            : {s['ratio']:.3f}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

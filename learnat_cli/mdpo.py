@@ -1,0 +1,308 @@
+"""``learnat mdpo``: Margin-aware DPO on AST-margin preference pairs -- the paper's MDPO stage (LearNAT, arXiv
+2504.02327, "Margin-aware DPO": L = -E[log sigmoid(beta * delta_logratio - delta_r)], trained after SFT).
+
+Input records: :class:`~learnat_cli.records.PreferencePair` rows from ``learnat build-pairs``: ``prompt`` (a string
+or a list of chat messages, TRL's conversational form), ``chosen``, ``rejected`` (strings, or assistant message
+lists) and ``margin`` (the AST reward gap ``R(s_w) - R(s_l)``; 0 when absent), plus ``id``. Output: an adapter
+folder (``training_config.json``, ``metrics.json`` in it, ``merged/`` with ``merge=True``) and one manifest record.
+
+Loss per pair (``margin_form="linear"``, the paper's form, default)::
+
+    -log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))) - gamma * margin)
+
+``gamma=0`` is plain DPO. ``margin_form="odpo"`` is the released code's ODPO-style
+``-log sigmoid(beta * h - alpha * log(margin))`` (alpha = ``odpo_alpha``); it is defined only for margins > 0, so
+pairs with ``margin <= 0`` are rejected when the data is read.
+
+How the margin reaches the loss: TRL 1.16's DPOTrainer keeps extra dataset columns through its tokenisation map,
+but ``remove_unused_columns`` keeps only its signature columns and its collator drops unknown keys. The
+:class:`MdpoTrainer` subclass adds ``margin`` to the signature columns, uses a collator that returns a ``margin``
+tensor, keeps it out of the model's keyword arguments, and computes the loss above from the summed completion-token
+log-probabilities of the policy and the reference.
+
+Reference model: when the policy is a fresh LoRA on a (merged SFT) model, the same model with the adapter disabled;
+when ``--model`` is a ``learnat sft`` adapter folder, TRL keeps a frozen copy of that adapter as the reference (the
+SFT model); with ``ref_model=PATH`` that model (an adapter folder is merged into its base).
+
+Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's loss
+subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate; TRL's own
+default is 1e-6), 1 epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .errors import LearnatError
+from .io import display_name, read_jsonl
+from .train_sft import (
+    TrainConfig,
+    check_messages,
+    common_args,
+    device_settings,
+    load_model,
+    lora_config,
+    quiet_libraries,
+    run_trainer,
+)
+
+MARGIN_FORMS = ("linear", "odpo")
+
+
+@dataclass
+class MdpoConfig(TrainConfig):
+    output_dir: str = "learnat-mdpo"
+    beta: float = 0.1
+    gamma: float = 1.0
+    margin_form: str = "linear"
+    odpo_alpha: float = 1.0
+    ref_model: str | None = None
+    learning_rate: float = 5e-6
+    epochs: float = 1.0
+    precompute_ref: bool = False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input
+
+
+def load_pairs(path: str, limit: int | None = None, margin_form: str = "linear") -> list[dict[str, Any]]:
+    """Read preference rows into TRL's format plus ``margin`` (float). A string prompt takes string completions;
+    a message-list prompt takes message lists or strings (wrapped as one assistant message)."""
+    name = display_name(path)
+    rows: list[dict[str, Any]] = []
+    conv = None
+    for lineno, obj in read_jsonl(path):
+        for f in ("prompt", "chosen", "rejected"):
+            if f not in obj or obj[f] is None:
+                raise LearnatError("missing required field", file=name, line=lineno, field=f)
+        prompt = obj["prompt"]
+        if isinstance(prompt, str):
+            is_conv = False
+            for f in ("chosen", "rejected"):
+                if not isinstance(obj[f], str):
+                    raise LearnatError("expected a string (the prompt is a string)", file=name, line=lineno,
+                                       field=f)
+            row = {"prompt": prompt, "chosen": obj["chosen"], "rejected": obj["rejected"]}
+        elif isinstance(prompt, list):
+            is_conv = True
+            row = {"prompt": check_messages(prompt, name, lineno, "prompt")}
+            for f in ("chosen", "rejected"):
+                v = obj[f]
+                if isinstance(v, str):
+                    row[f] = [{"role": "assistant", "content": v}]
+                else:
+                    row[f] = check_messages(v, name, lineno, f)
+        else:
+            raise LearnatError("expected a string or a list of chat messages", file=name, line=lineno,
+                               field="prompt")
+        if conv is None:
+            conv = is_conv
+        elif conv != is_conv:
+            raise LearnatError("mixed prompt formats (strings and chat messages) in one file", file=name,
+                               line=lineno, field="prompt")
+        margin = obj.get("margin", 0.0)
+        if margin is None:
+            margin = 0.0
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise LearnatError("expected a finite number", file=name, line=lineno, field="margin")
+        if margin_form == "odpo" and margin <= 0:
+            raise LearnatError("the odpo margin form needs margin > 0 (log of the reward gap)", file=name,
+                               line=lineno, field="margin")
+        row["margin"] = float(margin)
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise LearnatError("no preference pairs", file=name)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loss
+
+
+def mdpo_losses(chosen_logratios, rejected_logratios, margins, *, beta: float, gamma: float = 1.0,
+                margin_form: str = "linear", odpo_alpha: float = 1.0):
+    """Per-pair MDPO loss from the policy-minus-reference log-ratios (torch tensors, shape ``[B]``)."""
+    import torch.nn.functional as F
+
+    h = chosen_logratios - rejected_logratios
+    margins = margins.to(h.dtype)
+    if margin_form == "linear":
+        return -F.logsigmoid(beta * h - gamma * margins)
+    if margin_form == "odpo":
+        if bool((margins <= 0).any()):
+            raise LearnatError("the odpo margin form needs every margin > 0", field="margin")
+        return -F.logsigmoid(beta * h - odpo_alpha * margins.log())
+    raise LearnatError(f"unknown margin form {margin_form!r} (expected one of {', '.join(MARGIN_FORMS)})",
+                       field="margin_form")
+
+
+@lru_cache(maxsize=1)
+def trainer_classes():
+    """``(MarginCollator, MdpoTrainer)``, built on first use so that importing this module stays light."""
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl import DPOTrainer
+    from trl.models.utils import disable_gradient_checkpointing
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from trl.trainer.utils import use_adapter
+
+    class MarginCollator(DataCollatorForPreference):
+        """TRL's preference collator plus a float ``margin`` tensor (0 for rows without one)."""
+
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            out["margin"] = torch.tensor([float(e.get("margin", 0.0) or 0.0) for e in examples],
+                                         dtype=torch.float32)
+            return out
+
+    class MdpoTrainer(DPOTrainer):
+        """DPOTrainer whose loss is MDPO's ``-log sigmoid(beta * h - gamma * margin)`` (see module doc)."""
+
+        _tag_names = ("trl", "dpo", "mdpo", "learnat")
+
+        def __init__(self, *args, gamma: float = 1.0, margin_form: str = "linear", odpo_alpha: float = 1.0,
+                     **kwargs):
+            if margin_form not in MARGIN_FORMS:
+                raise LearnatError(f"unknown margin form {margin_form!r}", field="margin_form")
+            self.gamma = float(gamma)
+            self.margin_form = margin_form
+            self.odpo_alpha = float(odpo_alpha)
+            targs = kwargs.get("args")
+            if kwargs.get("data_collator") is None and targs is not None:
+                tok = kwargs.get("processing_class")
+                tok = getattr(tok, "tokenizer", tok)
+                if tok is not None and tok.pad_token is None:
+                    tok.pad_token = tok.eos_token
+                if tok is not None:
+                    kwargs["data_collator"] = MarginCollator(
+                        pad_token_id=tok.pad_token_id, max_length=targs.max_length,
+                        truncation_mode=targs.truncation_mode, pad_to_multiple_of=targs.pad_to_multiple_of)
+            super().__init__(*args, **kwargs)
+            if self.loss_types != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or self.ld_alpha:
+                raise LearnatError("MdpoTrainer supports loss_type='sigmoid' with reverse KL only")
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "margin" not in self._signature_columns:
+                self._signature_columns = list(self._signature_columns) + ["margin"]
+
+        def compute_ref_log_probs(self, model, inputs):
+            inputs = {k: v for k, v in inputs.items() if k != "margin"}
+            return super().compute_ref_log_probs(model, inputs)
+
+        def _sequence_logps(self, model, model_kwargs, labels, seq_len):
+            out = model(**model_kwargs, labels=labels, fused_lm_head=True)
+            return out, out.log_probs[:, -seq_len:].sum(dim=1)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            skip = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin"}
+            model_kwargs = {k: v for k, v in inputs.items() if k not in skip}
+            model_kwargs["use_cache"] = False
+            completion_mask = inputs["completion_mask"]
+            seq_len = completion_mask.size(1) - 1
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            outputs, logps = self._sequence_logps(model, model_kwargs, labels, seq_len)
+            chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+
+            if self.precompute_ref_logps:
+                ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                with torch.no_grad(), disable_gradient_checkpointing(self.model,
+                                                                     self.args.gradient_checkpointing_kwargs):
+                    if is_peft_model(self.model) and self.ref_model is None:
+                        unwrapped = self.accelerator.unwrap_model(self.model)
+                        name = "ref" if "ref" in unwrapped.peft_config else None
+                        with use_adapter(unwrapped, adapter_name=name):
+                            _, ref_logps = self._sequence_logps(self.model, model_kwargs, labels, seq_len)
+                    else:
+                        _, ref_logps = self._sequence_logps(self.ref_model, model_kwargs, labels, seq_len)
+                ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
+
+            chosen_logratios = chosen_logps - ref_chosen_logps
+            rejected_logratios = rejected_logps - ref_rejected_logps
+            margins = inputs.get("margin")
+            if margins is None:
+                margins = torch.zeros_like(chosen_logratios)
+            margins = margins.to(chosen_logratios.device)
+            losses = mdpo_losses(chosen_logratios, rejected_logratios, margins, beta=self.beta, gamma=self.gamma,
+                                 margin_form=self.margin_form, odpo_alpha=self.odpo_alpha)
+            loss = losses.mean()
+
+            # Metrics (the same names as TRL's DPO logs, plus the data margin).
+            m = self._metrics[mode]
+            gather = self.accelerator.gather_for_metrics
+            if mode == "train":
+                self._total_train_tokens += int(gather(inputs["attention_mask"].sum()).sum().item())
+            m["num_tokens"] = [self._total_train_tokens]
+            chosen_rewards = self.beta * chosen_logratios.detach()
+            rejected_rewards = self.beta * rejected_logratios.detach()
+            m["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+            m["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+            m["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+            m["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+            m["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+            m["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+            m["margin/data"].append(gather(margins).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return MarginCollator, MdpoTrainer
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _load_ref_model(spec: str, bf16: bool):
+    model, _tok, _base, adapter = load_model(spec, bf16=bf16, trainable_adapter=False)
+    if adapter:
+        model = model.merge_and_unload()
+    model.eval()
+    return model
+
+
+def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None, *, peft_config=None):
+    """Build the :class:`MdpoTrainer` for ``cfg``; returns ``(trainer, info)``. ``peft_config`` overrides the
+    LoRA config built from ``cfg`` (tests use a randomly initialised adapter)."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    quiet_libraries()
+    if cfg.margin_form not in MARGIN_FORMS:
+        raise LearnatError(f"unknown margin form {cfg.margin_form!r} (expected one of {', '.join(MARGIN_FORMS)})",
+                           field="margin_form")
+    if rows is None:
+        rows = load_pairs(cfg.input, cfg.limit, cfg.margin_form)
+    use_cpu, bf16 = device_settings(cfg)
+    model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16)
+    if cfg.full and adapter:
+        raise LearnatError("--full cannot continue an adapter folder; merge it first (learnat sft --merge)",
+                           field="model")
+    ref_model = _load_ref_model(cfg.ref_model, bf16) if cfg.ref_model else None
+    args = DPOConfig(**common_args(cfg, use_cpu, bf16), beta=cfg.beta, loss_type=["sigmoid"],
+                     precompute_ref_log_probs=cfg.precompute_ref)
+    if peft_config is None and not cfg.full and not adapter:
+        peft_config = lora_config(cfg)
+    _, MdpoTrainer = trainer_classes()
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                              processing_class=tokenizer, peft_config=peft_config, gamma=cfg.gamma,
+                              margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha)
+    return trainer, {"base": base, "adapter": adapter, "rows": len(rows)}
+
+
+def train_mdpo(cfg: MdpoConfig) -> dict[str, Any]:
+    """Run MDPO and return the manifest record."""
+    trainer, info = build_mdpo_trainer(cfg)
+    extra = {"beta": cfg.beta, "gamma": cfg.gamma, "margin_form": cfg.margin_form, "odpo_alpha": cfg.odpo_alpha,
+             "ref_model": cfg.ref_model}
+    return run_trainer(trainer, cfg, stage="mdpo", extra_config=extra, n_rows=info["rows"], base=info["base"],
+                       adapter_in=info["adapter"])
