@@ -1,0 +1,398 @@
+"""SQL core: parsing, normalisation, AST containment/coverage and AST similarity (LearNAT sec. 3.2, "AST-guided
+pruning" and the AST reward).
+
+Everything works on a *label tree* derived from sqlglot's AST after normalisation:
+
+- **Normalisation** (:func:`normalize`): parse (sqlite dialect by default), lower-case identifiers and drop their
+  quotes, resolve table aliases (``T1.name`` -> ``singer.name``), qualify unambiguous unqualified columns with the
+  only table in scope, drop projection aliases and parentheses, and strip a trailing ``;``.
+- **Labels**: a column is ``col:<table>.<name>`` (``col:<name>`` when its table is unknown), a table ``table:<name>``,
+  a literal ``str:<text>`` / ``num:<value>``, ``*``; every other node is its sqlglot class name (``Select``,
+  ``Where``, ``EQ``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are folded away.
+- **Containment** (:meth:`GoldAst.contains`), the paper's subtree test ``N1 ⊆ N2 and E1 ⊆ E2``: the step's node
+  label set and edge set (parent label, child label) must both be included in the gold's. One documented
+  relaxation: a step may *project* plain columns or ``*`` the gold does not project (a decomposition step often
+  selects ids or names it needs next: ``SELECT id FROM cards WHERE color = 'R'`` is a step towards
+  ``SELECT COUNT(*) FROM cards WHERE color = 'R'``); those projection items are ignored by the test but must be
+  plain columns of tables the gold uses (or ``*``). Anything else new — a table, a condition, a literal, a
+  function — makes the step *invalid*.
+- **Coverage** (:meth:`GoldAst.covered`): the gold nodes (by position) whose incoming edge (parent label,
+  label) appears in the step; the gold root is covered when the step's root has its label. A step is *redundant*
+  when its coverage adds nothing to the union of earlier steps'.
+- **Similarity** (:func:`similarity`): the pq-gram similarity of Augsten, Böhlen & Gamper (VLDB 2005) with p=2,
+  q=3: ``2·|P(a) ∩ P(b)| / (|P(a)| + |P(b)|)`` over the bags of pq-grams of the two label trees. pq-gram distance
+  is a proven approximation of tree edit distance (it bounds a fanout-weighted edit distance) computed in
+  O(n log n) instead of TED's O(n³); it is symmetric, 1.0 for identical trees and near 0 for unrelated ones.
+  Bags are cached per SQL string, so pairwise scoring is a bag intersection.
+- **Reward** (:meth:`GoldAst.reward`): ``alpha·|covered ∪ ...|/|gold nodes| + (1-alpha)·similarity(last, gold)``,
+  the paper's ``α·sim_node + (1−α)·sim_struct`` with α = 0.7 from the authors' code (PAPER.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Optional
+
+import sqlglot
+from sqlglot import exp
+
+from .errors import LearnatError
+
+ALPHA = 0.7  # LearNAT authors' code (PAPER.md)
+PQ_P, PQ_Q = 2, 3
+
+
+class SqlParseError(LearnatError):
+    """SQL that sqlglot cannot parse (or that is empty / not one statement)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing and normalisation
+
+
+def _clean(sql: str) -> str:
+    s = (sql or "").strip()
+    while s.endswith(";"):
+        s = s[:-1].rstrip()
+    return s
+
+
+@lru_cache(maxsize=65536)
+def _parse_cached(sql: str, dialect: str) -> exp.Expression:
+    s = _clean(sql)
+    if not s:
+        raise SqlParseError("empty SQL")
+    try:
+        trees = sqlglot.parse(s, read=dialect)
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SqlParseError(f"SQL does not parse: {msg[:200]}") from None
+    trees = [t for t in trees if t is not None]
+    if len(trees) != 1:
+        raise SqlParseError(f"expected one SQL statement, got {len(trees)}")
+    tree = trees[0]
+    if isinstance(tree, exp.Command):
+        raise SqlParseError(f"SQL does not parse: unsupported statement {tree.sql()[:60]!r}")
+    return tree
+
+
+def parse(sql: str, dialect: str = "sqlite") -> exp.Expression:
+    """Parse one SQL statement (raises :class:`SqlParseError`). The returned tree is shared: copy before mutating."""
+    return _parse_cached(sql, dialect)
+
+
+def try_parse(sql: str, dialect: str = "sqlite") -> Optional[exp.Expression]:
+    try:
+        return parse(sql, dialect)
+    except SqlParseError:
+        return None
+
+
+def _tables_in_scope(select: exp.Expression) -> dict[str, str]:
+    """alias-or-name -> table name for the tables directly in this SELECT's FROM/JOINs."""
+    out: dict[str, str] = {}
+    for src in [select.args.get("from_") or select.args.get("from")] + list(select.args.get("joins") or []):
+        if src is None:
+            continue
+        t = src.this if isinstance(src, (exp.From, exp.Join)) else src
+        if isinstance(t, exp.Table):
+            name = t.name.lower()
+            alias = (t.alias or name).lower()
+            out[alias] = name
+            out.setdefault(name, name)
+    return out
+
+
+def normalize(sql_or_expr, dialect: str = "sqlite") -> exp.Expression:
+    """A normalised copy of the query (see module docstring)."""
+    sql = sql_or_expr if isinstance(sql_or_expr, str) else sql_or_expr.sql(dialect=dialect)
+    return _normalize_cached(sql, dialect)
+
+
+@lru_cache(maxsize=65536)
+def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
+    tree = parse(sql, dialect).copy()
+    for ident in tree.find_all(exp.Identifier):
+        ident.set("this", ident.this.lower())
+        ident.set("quoted", False)
+    for select in list(tree.find_all(exp.Select)):
+        scope = _tables_in_scope(select)
+        real = set(scope.values())
+        for col in select.find_all(exp.Column):
+            # only columns of this SELECT, not of nested ones
+            if col.find_ancestor(exp.Select) is not select:
+                continue
+            tname = col.table.lower() if col.table else ""
+            if tname and tname in scope:
+                col.set("table", exp.to_identifier(scope[tname]))
+            elif not tname and len(real) == 1:
+                col.set("table", exp.to_identifier(next(iter(real))))
+    for t in tree.find_all(exp.Table):
+        if t.args.get("alias") is not None:
+            t.set("alias", None)
+    for a in list(tree.find_all(exp.Alias)):
+        if isinstance(a.parent, exp.Select) and a.arg_key == "expressions":
+            a.replace(a.this)
+    for p in list(tree.find_all(exp.Paren)):
+        if not isinstance(p.this, (exp.Select, exp.Union)):
+            p.replace(p.this)
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Label trees
+
+
+@dataclass
+class LNode:
+    label: str
+    children: list["LNode"] = field(default_factory=list)
+    in_projection: bool = False  # a plain column/star item of its SELECT's projection list
+
+
+def _label(node: exp.Expression) -> Optional[str]:
+    if isinstance(node, exp.Column):
+        if isinstance(node.this, exp.Star):
+            return "*"
+        return f"col:{node.table}.{node.name}" if node.table else f"col:{node.name}"
+    if isinstance(node, exp.Table):
+        return f"table:{node.name}"
+    if isinstance(node, exp.Literal):
+        return f"str:{node.this}" if node.is_string else f"num:{_num(node.this)}"
+    if isinstance(node, exp.Star):
+        return "*"
+    if isinstance(node, exp.Ordered):
+        return "Ordered:desc" if node.args.get("desc") else "Ordered:asc"
+    if isinstance(node, exp.Join):
+        side = (node.side or "").lower()
+        return f"Join:{side}" if side and side != "inner" else "Join"
+    if isinstance(node, exp.Select) and node.args.get("distinct"):
+        return "Select:distinct"
+    if isinstance(node, (exp.Identifier, exp.Distinct, exp.TableAlias)):
+        return None
+    return type(node).__name__
+
+
+def _num(v: str) -> str:
+    try:
+        f = float(v)
+        return str(int(f)) if f.is_integer() else repr(f)
+    except ValueError:
+        return v
+
+
+_LEAFY = (exp.Column, exp.Table, exp.Literal, exp.Star)
+
+
+def _children(node: exp.Expression):
+    for key, val in node.args.items():
+        if key == "alias":
+            continue
+        vals = val if isinstance(val, list) else [val]
+        for v in vals:
+            if isinstance(v, exp.Expression):
+                yield key, v
+
+
+def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
+    """Label tree(s) for ``node``: a node without a label (identifier, alias...) is replaced by its children."""
+    lab = _label(node)
+    kids: list[LNode] = []
+    if not isinstance(node, _LEAFY):
+        for key, ch in _children(node):
+            proj = isinstance(node, exp.Select) and key == "expressions"
+            kids.extend(_build(ch, proj))
+    if lab is None:
+        return kids
+    return [LNode(lab, kids, in_projection=projection and lab.startswith(("col:", "*")))]
+
+
+@lru_cache(maxsize=65536)
+def label_tree(sql: str, dialect: str = "sqlite") -> LNode:
+    roots = _build(normalize(sql, dialect))
+    return roots[0] if len(roots) == 1 else LNode("Root", roots)
+
+
+def _walk(root: LNode):
+    """Yield (node, parent_label, index) in preorder; index is the preorder position (a stable node key)."""
+    stack = [(root, None)]
+    i = 0
+    while stack:
+        n, plab = stack.pop()
+        yield n, plab, i
+        i += 1
+        for ch in reversed(n.children):
+            stack.append((ch, n.label))
+
+
+def tree_size(sql: str, dialect: str = "sqlite") -> int:
+    return sum(1 for _ in _walk(label_tree(sql, dialect)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Similarity (pq-grams)
+
+
+@lru_cache(maxsize=65536)
+def pq_profile(sql: str, dialect: str = "sqlite") -> tuple[Counter, int]:
+    """The bag of pq-grams (as hashes) of the query's label tree and its size."""
+    root = label_tree(sql, dialect)
+    bag: Counter = Counter()
+    star = "\x00"
+
+    def rec(n: LNode, anc: tuple):
+        stem = (anc + (n.label,))[-PQ_P:]
+        if not n.children:
+            bag[hash(stem + (star,) * PQ_Q)] += 1
+            return
+        for ch in n.children:
+            rec(ch, stem)
+        labels = [star] * (PQ_Q - 1) + [c.label for c in n.children] + [star] * (PQ_Q - 1)
+        for i in range(len(labels) - PQ_Q + 1):
+            bag[hash(stem + tuple(labels[i:i + PQ_Q]))] += 1
+
+    rec(root, (star,) * (PQ_P - 1))
+    return bag, sum(bag.values())
+
+
+def _bag_similarity(a: tuple[Counter, int], b: tuple[Counter, int]) -> float:
+    ba, na = a
+    bb, nb = b
+    if na + nb == 0:
+        return 1.0
+    small, big = (ba, bb) if len(ba) <= len(bb) else (bb, ba)
+    inter = 0
+    for k, v in small.items():
+        w = big.get(k)
+        if w:
+            inter += v if v < w else w
+    return 2.0 * inter / (na + nb)
+
+
+def similarity(a: str, b: str, dialect: str = "sqlite") -> float:
+    """AST similarity in [0, 1] (pq-gram, see module docstring). A query that does not parse scores 0."""
+    try:
+        pa = pq_profile(a, dialect)
+        pb = pq_profile(b, dialect)
+    except SqlParseError:
+        return 0.0
+    return _bag_similarity(pa, pb)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Containment, coverage, reward
+
+
+@dataclass(frozen=True)
+class _Features:
+    nodes: frozenset
+    edges: frozenset
+    root: str
+    free_tables: frozenset  # tables of columns projected under the projection relaxation
+
+
+@lru_cache(maxsize=65536)
+def _features(sql: str, dialect: str) -> _Features:
+    root = label_tree(sql, dialect)
+    nodes, edges, free_tables = set(), set(), set()
+    for n, plab, _ in _walk(root):
+        if n.in_projection:
+            # record separately: checked against the gold's tables, not its nodes
+            tbl = n.label[4:].split(".")[0] if n.label.startswith("col:") and "." in n.label else ""
+            free_tables.add((n.label, tbl))
+            continue
+        nodes.add(n.label)
+        if plab is not None:
+            edges.add((plab, n.label))
+    return _Features(frozenset(nodes), frozenset(edges), root.label, frozenset(free_tables))
+
+
+class GoldAst:
+    """The gold query's AST, against which decomposition steps are checked (invalid / redundant / progressive)."""
+
+    def __init__(self, gold: str, dialect: str = "sqlite"):
+        self.gold = gold
+        self.dialect = dialect
+        self.root = label_tree(gold, dialect)  # raises SqlParseError for a bad gold
+        self._walk = list(_walk(self.root))
+        self.n_nodes = len(self._walk)
+        self.nodes = frozenset(n.label for n, _, _ in self._walk)
+        self.edges = frozenset((p, n.label) for n, p, _ in self._walk if p is not None)
+        self.tables = frozenset(lab[6:] for lab in self.nodes if lab.startswith("table:"))
+        self._proj = frozenset(n.label for n, _, _ in self._walk if n.in_projection)
+
+    def contains(self, sql: str) -> bool:
+        """Does ``sql`` parse and is its AST a structural part of the gold's (nodes and edges included)?"""
+        try:
+            f = _features(sql, self.dialect)
+        except SqlParseError:
+            return False
+        if not (f.nodes <= self.nodes and f.edges <= self.edges):
+            return False
+        for label, tbl in f.free_tables:
+            if label in self.nodes or label in self._proj or label == "*":
+                continue
+            if tbl and tbl not in self.tables:
+                return False
+            if not tbl and not self.tables:
+                return False
+        return True
+
+    def covered(self, sql: str) -> frozenset:
+        """Preorder positions of the gold nodes that ``sql`` covers (empty when not contained)."""
+        if not self.contains(sql):
+            return frozenset()
+        f = _features(sql, self.dialect)
+        step_root = label_tree(sql, self.dialect)
+        proj_labels = {lab for lab, _ in f.free_tables}
+        out = set()
+        for n, plab, i in self._walk:
+            if plab is None:
+                if n.label == step_root.label:
+                    out.add(i)
+            elif (plab, n.label) in f.edges or (n.in_projection and n.label in proj_labels):
+                out.add(i)
+        return frozenset(out)
+
+    def similarity(self, sql: str) -> float:
+        return similarity(sql, self.gold, self.dialect)
+
+    def reward(self, covered_union: frozenset, last_sql: str, alpha: float = ALPHA) -> float:
+        """``alpha·|covered_union|/n_nodes + (1-alpha)·similarity(last_sql, gold)`` (paper's R(s_i))."""
+        node_ratio = len(covered_union) / self.n_nodes if self.n_nodes else 0.0
+        return alpha * min(1.0, node_ratio) + (1 - alpha) * self.similarity(last_sql)
+
+    def matches(self, sql: str) -> bool:
+        """Same normalised AST as the gold (similarity 1 and same size)."""
+        try:
+            return normalize(sql, self.dialect) == normalize(self.gold, self.dialect)
+        except SqlParseError:
+            return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schema-facing helpers
+
+
+def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set[tuple[Optional[str], str]]]:
+    """Tables the query reads and its columns as ``(table or None, column)`` after alias resolution. CTE names and
+    derived-table aliases are excluded from the tables."""
+    tree = normalize(sql, dialect)
+    ctes = {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
+    tables = {t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes}
+    aliases = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
+    aliases |= {s.alias.lower() for s in tree.find_all(exp.Subquery) if s.alias}
+    cols: set[tuple[Optional[str], str]] = set()
+    for c in tree.find_all(exp.Column):
+        if isinstance(c.this, exp.Star):
+            continue
+        name = c.name.lower()
+        tbl = c.table.lower() if c.table else None
+        if tbl in ctes or tbl in aliases:
+            continue
+        if tbl is None and name in aliases:
+            continue
+        cols.add((tbl, name))
+    return tables, cols
