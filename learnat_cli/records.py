@@ -15,7 +15,7 @@ Flow::
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,8 +77,9 @@ class TreeNode(BaseModel):
     terminal: bool = False
 
 
-class TreeRecord(Example):
-    """``decompose --trees`` output: every node of one example's search tree."""
+class TreeRecord(Trajectory):
+    """``decompose`` output with the search tree: the trajectory plus every node (``nodes``) and the schema text
+    the prompts used."""
 
     nodes: list[TreeNode] = Field(default_factory=list)
     schema_text: Optional[str] = None
@@ -88,9 +89,9 @@ class PreferencePair(Record):
     """``build-pairs`` output, TRL preference format plus the AST margin."""
 
     id: str
-    prompt: str
-    chosen: str
-    rejected: str
+    prompt: Union[str, list[dict[str, Any]]]  # text, or chat messages (TRL conversational format)
+    chosen: Union[str, list[dict[str, Any]]]
+    rejected: Union[str, list[dict[str, Any]]]
     margin: float = 0.0
 
 
