@@ -1,8 +1,7 @@
 """The full training chain on tiny offline models: decompose (AST teacher) -> build-pairs -> sft -> mdpo, each stage
 reading the previous stage's output files, with the loss going down on a small repeated batch.
 
-It runs the real `learnat` subcommands in subprocesses. Until `decompose`/`build-pairs` (issue 3) land it skips;
-the sft -> mdpo half is covered on hand-made build-pairs rows in test_sft.py / test_mdpo.py meanwhile.
+It runs the real `learnat` subcommands in subprocesses.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,11 +20,6 @@ def learnat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     return subprocess.run([sys.executable, "-m", "commands.main", *args], input=stdin, capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=600, check=False)
-
-
-def _available(name: str) -> bool:
-    res = learnat(name, "--help")
-    return res.returncode == 0 and "Not available yet" not in res.stdout
 
 
 def _make_db(path: Path) -> Path:
@@ -43,8 +35,6 @@ def _make_db(path: Path) -> Path:
 
 
 def test_decompose_buildpairs_sft_mdpo_chain(tiny_model_dir, tmp_path):
-    if not (_available("decompose") and _available("build-pairs")):
-        pytest.skip("learnat decompose / build-pairs (issue 3) not available yet")
     db = _make_db(tmp_path / "concert.sqlite")
     examples = [
         {"id": "e1", "question": "How many singers from France are older than 30?", "db_path": str(db),

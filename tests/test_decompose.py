@@ -1,0 +1,92 @@
+"""decompose end to end on the sample database with the AST teacher, resumability, and the pipe to build-pairs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from commands.main import app
+from learnat_cli.sql import GoldAst
+
+runner = CliRunner()
+
+
+def _lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_ast_teacher_reaches_gold_on_samples(samples_dir, tmp_path):
+    out, trees = tmp_path / "traj.jsonl", tmp_path / "trees.jsonl"
+    res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+                              "--db-root", str(samples_dir), "--no-cache", "-o", str(out), "--trees", str(trees),
+                              "--slim"])
+    assert res.exit_code == 0, res.output
+    recs = _lines(out.read_text())
+    n = len((samples_dir / "questions.jsonl").read_text().splitlines())
+    assert len(recs) == n and "nodes" not in recs[0]
+    reached = sum(r["reached_gold"] for r in recs)
+    assert reached >= 0.8 * n
+    for r in recs:
+        g = GoldAst(r["gold"])
+        assert all(s["status"] == "progressive" for s in r["steps"])
+        if r["reached_gold"]:
+            assert g.matches(r["steps"][-1]["sql"]) or r["steps"][-1]["reward"] == 1.0
+        assert r["teacher_calls"] >= 1 and r["schema_text"].startswith("CREATE TABLE")
+    multi = [r for r in recs if len(r["steps"]) >= 3]
+    assert multi, "complex questions decompose into several steps"
+    full = _lines(trees.read_text())
+    assert {r["id"] for r in full} == {r["id"] for r in recs}
+    statuses = {n["status"] for r in full for n in r["nodes"]}
+    assert {"root", "progressive", "invalid"} <= statuses
+
+
+def test_resume_skips_finished_ids(samples_dir, tmp_path):
+    out = tmp_path / "traj.jsonl"
+    args = ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast", "--db-root", str(samples_dir),
+            "--no-cache", "-o", str(out)]
+    assert runner.invoke(app, args + ["--limit", "3"]).exit_code == 0
+    first = _lines(out.read_text())
+    with open(out, "a") as fh:  # a crash mid-record
+        fh.write('{"id": "bookshop-99", "que')
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    recs = _lines(out.read_text())
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(set(ids)) == 14
+    assert recs[:3] == first
+
+
+def test_shard_splits_work(samples_dir):
+    ids = []
+    for i in range(2):
+        res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast", "--slim",
+                                  "--db-root", str(samples_dir), "--no-cache", "--shard", f"{i}/2"])
+        assert res.exit_code == 0
+        ids.append({r["id"] for r in _lines(res.stdout)})
+    assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 14
+
+
+def test_decompose_pipe_build_pairs(samples_dir, tmp_path):
+    cmd = (f"{sys.executable} -m commands.main decompose {samples_dir / 'questions.jsonl'} --teacher ast "
+           f"--db-root {samples_dir} --no-cache | {sys.executable} -m commands.main build-pairs")
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    pairs = _lines(proc.stdout)
+    assert pairs
+    for p in pairs:
+        assert 0 < p["margin"] <= 1
+        assert p["chosen_reward"] - p["rejected_reward"] == __import__("pytest").approx(p["margin"], abs=1e-5)
+        assert [m["role"] for m in p["prompt"]] == ["system", "user"]
+        assert p["chosen"] != p["rejected"]
+
+
+def test_bad_input_is_one_line(tmp_path):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"id": "1", "question": "q", "gold": "SELECT name FROM t"}\n{"id": "2", "question": "q"}\n')
+    out = tmp_path / "o.jsonl"
+    res = runner.invoke(app, ["decompose", str(bad), "--teacher", "ast", "-o", str(out)])
+    assert res.exit_code == 2
+    assert f"{bad}:2: field 'gold'" in res.output

@@ -1,0 +1,79 @@
+"""build-pairs on a hand-built tree: which siblings pair up, their margins, prompts, and SFT rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from commands.main import app
+from learnat_cli.pairs import PairsConfig, pairs_from_tree, sft_from_tree
+from learnat_cli.records import Step, TreeNode, TreeRecord
+
+runner = CliRunner()
+
+
+def node(i, parent, depth, q, sql, status, reward, terminal=False):
+    return TreeNode(node_id=i, parent=parent, depth=depth, step=Step(question=q, sql=sql, status=status),
+                    status=status, reward=reward, terminal=terminal)
+
+
+def tree() -> TreeRecord:
+    return TreeRecord(
+        id="ex1", question="Names of singers older than average?", gold="SELECT name FROM singer WHERE age > "
+        "(SELECT AVG(age) FROM singer)", schema_text="CREATE TABLE singer (name TEXT, age INT)",
+        steps=[Step(question="avg?", sql="SELECT AVG(age) FROM singer", status="progressive", reward=0.4),
+               Step(question="older?", sql="SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)",
+                    status="progressive", reward=1.0)],
+        reached_gold=True,
+        nodes=[TreeNode(node_id=0, status="root"),
+               node(1, 0, 1, "avg?", "SELECT AVG(age) FROM singer", "progressive", 0.4),
+               node(2, 0, 1, "max?", "SELECT MAX(age) FROM singer", "invalid", 0.0),
+               node(3, 0, 1, "names?", "SELECT name FROM singer", "progressive", 0.37),
+               node(4, 1, 2, "older?", "SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)",
+                    "progressive", 0.9, terminal=True),
+               node(5, 1, 2, "avg again?", "SELECT AVG(age) FROM singer", "redundant", 0.0)])
+
+
+def test_pairs_and_margins_on_hand_built_tree():
+    pairs = list(pairs_from_tree(tree(), PairsConfig(min_margin=0.05)))
+    got = {(p.node_id, p.chosen_status, p.rejected_status): p.margin for p in pairs}
+    # root: chosen = node 1 (0.4); node 3 (0.37) is within 0.05 -> dropped; node 2 invalid -> margin 0.4
+    # node 1: chosen = terminal node 4 (reward 1); node 5 redundant -> margin 1.0
+    assert got == {(0, "progressive", "invalid"): pytest.approx(0.4),
+                   (1, "progressive", "redundant"): pytest.approx(1.0)}
+    deep = next(p for p in pairs if p.node_id == 1)
+    # the previous step is the shared prefix of both completions
+    assert deep.chosen.startswith("Step 1: avg?\nSQL: SELECT AVG(age) FROM singer\nStep 2: older?")
+    assert deep.rejected.startswith("Step 1: avg?\nSQL: SELECT AVG(age) FROM singer\nStep 2: avg again?")
+    assert "CREATE TABLE singer" in deep.prompt[1]["content"]
+    assert len(list(pairs_from_tree(tree(), PairsConfig(min_margin=0.0)))) == 3
+
+
+def test_sft_rows_only_for_successful_trajectories():
+    rows = list(sft_from_tree(tree(), PairsConfig()))
+    assert len(rows) == 1
+    msgs = rows[0].messages
+    assert [m.role for m in msgs] == ["system", "user", "assistant"]
+    assert msgs[2].content.endswith("Final SQL: SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)\n")
+    failed = tree()
+    failed.reached_gold = False
+    assert list(sft_from_tree(failed, PairsConfig())) == []
+    assert len(list(sft_from_tree(failed, PairsConfig(include_failed=True)))) == 1
+
+
+def test_build_pairs_cli(tmp_path):
+    src = tmp_path / "trees.jsonl"
+    src.write_text(json.dumps(tree().model_dump(mode="json")) + "\n")
+    res = runner.invoke(app, ["build-pairs", str(src)])
+    assert res.exit_code == 0
+    assert len([line for line in res.stdout.splitlines() if line.startswith("{")]) == 2
+    res = runner.invoke(app, ["build-pairs", str(src), "--sft"])
+    assert json.loads(res.stdout.splitlines()[0])["messages"][0]["role"] == "system"
+    slim = tmp_path / "slim.jsonl"
+    rec = tree().model_dump(mode="json")
+    rec.pop("nodes")
+    slim.write_text(json.dumps(rec) + "\n")
+    res = runner.invoke(app, ["build-pairs", str(slim)])
+    assert res.exit_code == 2 and "field 'nodes'" in res.output
