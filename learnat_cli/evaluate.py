@@ -232,7 +232,8 @@ def _run(path: str, sql: str, timeout_s: float, conns: dict) -> list[tuple]:
         raise dbmod.QueryError(f"{type(e).__name__}: {e}") from None
 
 
-def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: float, conns: dict) -> dict:
+def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: float, conns: dict,
+           ordered: Optional[bool] = None) -> dict:
     out: dict[str, Any] = {"correct": False, "error": None, "gold_error": None}
     try:
         gold_rows = _run(path, gold, timeout_s, conns)
@@ -250,7 +251,8 @@ def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: fl
         except (LearnatError, Exception) as e:  # noqa: BLE001
             out["error"] = str(e)
             return out
-    ordered = metric == "spider" and gold_is_ordered(gold)
+    if ordered is None:
+        ordered = metric == "spider" and gold_is_ordered(gold)
     out["correct"] = rows_match(pred_rows, gold_rows, metric, ordered)
     return out
 
@@ -258,8 +260,9 @@ def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: fl
 _WORKER_CONNS: dict = {}
 
 
-def _judge_batch(batch: list[tuple[int, str, Optional[str], str, str, float]]) -> list[tuple[int, dict]]:
-    return [(i, _judge(path, pred, gold, metric, t, _WORKER_CONNS)) for i, path, pred, gold, metric, t in batch]
+def _judge_batch(batch: list[tuple]) -> list[tuple[int, dict]]:
+    return [(i, _judge(path, pred, gold, metric, t, _WORKER_CONNS, ordered))
+            for i, path, pred, gold, metric, t, ordered in batch]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,6 +275,7 @@ class EvalConfig:
     workers: int = 0  # 0 = os.cpu_count()
     timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
     batch_size: int = 16
+    pool_after_s: float = 1.0  # estimated sequential time left above which worker processes are started
 
 
 @dataclass
@@ -291,7 +295,9 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
     if cfg.metric not in METRICS:
         raise LearnatError(f"unknown metric {cfg.metric!r} (bird or spider)", field="metric")
     workers = cfg.workers or os.cpu_count() or 1
-    jobs = [(i, it.db_path, it.pred, it.gold, cfg.metric, cfg.timeout_s) for i, it in enumerate(items)]
+    # ORDER BY is read here, once per distinct gold (parses are cached in this process, not in the workers)
+    jobs = [(i, it.db_path, it.pred, it.gold, cfg.metric, cfg.timeout_s,
+             cfg.metric == "spider" and gold_is_ordered(it.gold)) for i, it in enumerate(items)]
     # group by database so each worker reuses its connections
     jobs.sort(key=lambda j: j[1])
     batches = [jobs[k:k + cfg.batch_size] for k in range(0, len(jobs), cfg.batch_size)]
@@ -305,21 +311,33 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
                 on_result(items[next_out], results[next_out])
             next_out += 1
 
-    if workers <= 1 or len(items) < 2 * cfg.batch_size:
-        conns: dict = {}
-        for b in batches:
-            for i, path, pred, gold, metric, t in b:
-                results[i] = _judge(path, pred, gold, metric, t, conns)
-            flush()
-    else:
+    # Adaptive: judge in this process while the work left is cheaper than starting worker processes; move the
+    # rest to a pool once the measured per-item time says parallelism pays.
+    conns: dict = {}
+    t0 = time.perf_counter()
+    done_items = 0
+    k = 0
+    while k < len(batches):
+        elapsed = time.perf_counter() - t0
+        left = len(jobs) - done_items
+        if workers > 1 and done_items and elapsed / done_items * left > cfg.pool_after_s:
+            break
+        for i, path, pred, gold, metric, t, ordered in batches[k]:
+            results[i] = _judge(path, pred, gold, metric, t, conns, ordered)
+        done_items += len(batches[k])
+        k += 1
+        flush()
+    if k < len(batches):
         import multiprocessing as mp
 
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for res in pool.map(_judge_batch, batches):
+            for res in pool.map(_judge_batch, batches[k:]):
                 for i, r in res:
                     results[i] = r
                 flush()
+    for c in conns.values():
+        c.close()
     flush()
     return make_report(items, results, cfg)
 
