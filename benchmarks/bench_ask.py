@@ -1,0 +1,116 @@
+"""`learnat ask` with the embedded Qwen2.5-Coder-0.5B on a Spider dev sample: execution accuracy zero-shot, with
+retrieved demonstrations from a Spider train index, and with decomposition; latency p50/p95 with the adaptive
+fast path on (auto) and off (always decompose); and the fast-path rule against Spider's hardness labels.
+
+    python benchmarks/bench_ask.py --spider ../shared/spider [--n 100] [--quick] [--index DIR]
+
+Accuracy uses Spider test-suite execution semantics (learnat_cli.evaluate). The Spider train index is built once
+(into --index, default bench-results/spider-train-index) with the default MiniLM embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spider", required=True)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--index", default="bench-results/spider-train-index")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n = 10
+    from learnat_cli.ask import AskConfig, answer, complexity
+    from learnat_cli.datasets import load_examples
+    from learnat_cli.db import load_schema
+    from learnat_cli.evaluate import exec_match, spider_hardness
+    from learnat_cli.generation import ChatGenerator
+    from learnat_cli.retrieval import DemoIndex, build_index, demo_from_record
+
+    root = Path(args.spider)
+    dev = list(load_examples(root / "dev.json"))
+
+    def db_of(ex):
+        return root / "database" / ex.db_id / f"{ex.db_id}.sqlite"
+
+    # 1. the fast-path rule on all of Spider dev (no model needed)
+    print("== fast-path rule vs Spider hardness (all dev questions)")
+    schemas = {}
+    for thr in (0, 1, 2):
+        tp = fp = fn = tn = 0
+        for ex in dev:
+            s = schemas.setdefault(ex.db_id, load_schema(db_of(ex)))
+            simple_pred = complexity(ex.question, s) <= thr
+            simple_true = spider_hardness(ex.gold) == "easy"
+            tp += simple_pred and simple_true
+            fp += simple_pred and not simple_true
+            fn += (not simple_pred) and simple_true
+            tn += (not simple_pred) and not simple_true
+        print(f"threshold {thr}: fast path for {100 * (tp + fp) / len(dev):.1f}% of questions; "
+              f"precision (easy among fast) {100 * tp / max(1, tp + fp):.1f}%, recall of easy {100 * tp / max(1, tp + fn):.1f}%, "
+              f"hard/extra sent to fast path: "
+              f"{sum(1 for ex in dev if complexity(ex.question, schemas[ex.db_id]) <= thr and spider_hardness(ex.gold) in ('hard', 'extra'))}")
+
+    # 2. the index over Spider train
+    idx_dir = Path(args.index)
+    if not (idx_dir / "info.json").exists():
+        t0 = time.perf_counter()
+        rows = (demo_from_record(e.model_dump()) for e in load_examples(root / "train_spider.json"))
+        info = build_index(rows, idx_dir)
+        print(f"\n== built Spider train index: {info.count} demonstrations in {time.perf_counter() - t0:.1f} s")
+    index = DemoIndex(idx_dir)
+
+    sample = random.Random(args.seed).sample(dev, args.n)
+    t0 = time.perf_counter()
+    gen = ChatGenerator(args.model)
+    print(f"\n== ask on {args.n} Spider dev questions (seeded), model loaded in {time.perf_counter() - t0:.1f} s")
+
+    def generate(messages, n_tokens, temperature):
+        return gen.chat(messages, max_new_tokens=n_tokens, temperature=temperature)[0]
+
+    configs = [("zero-shot", "never", None), ("demos (k=3)", "never", index),
+               ("demos + decomposition (fast path off)", "always", index),
+               ("demos + adaptive (fast path on)", "auto", index)]
+    results = {}
+    for name, mode, idx in configs:
+        cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0)
+        correct, lat, decomposed, errors = 0, [], 0, 0
+        by_level: dict[str, list[int]] = {}
+        for ex in sample:
+            ans = answer(ex.question, db_of(ex), generate, cfg, index=idx)
+            ok = False
+            if ans.error is None and ans.pred:
+                ok, _ = exec_match(db_of(ex), ans.pred, ex.gold, "spider", 30.0)
+            errors += ans.error is not None
+            correct += ok
+            lat.append(ans.latency_s)
+            decomposed += ans.decomposed
+            by_level.setdefault(spider_hardness(ex.gold), []).append(int(ok))
+        results[name] = (correct / len(sample), lat)
+        levels = {k: f"{100 * sum(v) / len(v):.0f}% of {len(v)}" for k, v in sorted(by_level.items())}
+        print(f"{name:40s} EX {100 * correct / len(sample):5.1f}%  p50 {statistics.median(lat):5.1f} s  "
+              f"p95 {pct(lat, 0.95):5.1f} s  decomposed {decomposed}/{len(sample)}  errors {errors}  {levels}")
+    on, off = results["demos + adaptive (fast path on)"], results["demos + decomposition (fast path off)"]
+    print(f"fast path: p50 latency {statistics.median(on[1]) / statistics.median(off[1]):.2f}x of always-decompose, "
+          f"accuracy {100 * on[0]:.1f}% vs {100 * off[0]:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
