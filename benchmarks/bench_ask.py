@@ -11,7 +11,6 @@ Accuracy uses Spider test-suite execution semantics (learnat_cli.evaluate). The 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys

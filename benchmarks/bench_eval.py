@@ -29,8 +29,8 @@ def reference(items, timeout_s: float = 60.0) -> tuple[int, int, int]:
 
     correct = wrong = gold_err = 0
     for it in items:
-        def run(sql):
-            conn = sqlite3.connect(f"file:{it.db_path}?mode=ro", uri=True)
+        def run(sql, path=it.db_path):
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
             deadline = time.monotonic() + timeout_s
             conn.set_progress_handler(lambda: time.monotonic() > deadline, 10000)

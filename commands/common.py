@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from typing import Callable, Iterator, Optional, TypeVar
 
@@ -67,13 +66,3 @@ def sink(output: Optional[str], append: bool = False) -> Iterator[JsonlSink]:
         ok = True
     finally:
         s.close(ok=ok)
-
-
-def not_available(name: str, issue: str) -> None:
-    console.print(f"[bold red]error:[/] `learnat {name}` is not available yet ({issue}).", highlight=False)
-    raise typer.Exit(2)
-
-
-def restore_sigpipe() -> None:
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -30,7 +30,3 @@ class LearnatError(Exception):
         if self.field:
             where += f"field '{self.field}': "
         return where + self.message
-
-
-class NotAvailableYet(LearnatError):
-    """A subcommand whose implementation has not landed."""
