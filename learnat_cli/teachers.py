@@ -114,6 +114,15 @@ def parse_proposal(text: str) -> Optional[Proposal]:
     return Proposal(question=q, sql=one_line(sql).rstrip(";").strip())
 
 
+def to_proposals(texts: list[str]) -> list[Proposal]:
+    """Parsed proposals; an answer without a recognisable SQL is kept as is (the pruner marks it invalid)."""
+    out = []
+    for t in texts:
+        p = parse_proposal(t)
+        out.append(p if p is not None else Proposal(question="", sql=t.strip(), kind="unparsed"))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Disk cache
 
@@ -247,11 +256,7 @@ class OpenAITeacher(Teacher):
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
         texts = await self.chat(teacher_messages(state, self.prompts_dir), k)
-        out = []
-        for t in texts:
-            p = parse_proposal(t)
-            out.append(p if p is not None else Proposal(question="", sql=t.strip(), kind="unparsed"))
-        return out
+        return to_proposals(texts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,11 +313,7 @@ class LocalTeacher(Teacher):
             self.cache.put(key, texts)
         else:
             self.usage.cached += 1
-        out = []
-        for t in texts:
-            p = parse_proposal(t)
-            out.append(p if p is not None else Proposal(question="", sql=t.strip(), kind="unparsed"))
-        return out
+        return to_proposals(texts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
