@@ -23,6 +23,8 @@ def test_validate_sql_against_schema(sample_db):
     assert validate_sql("SELECT colour FROM books", schema) == "unknown column(s): books.colour"
     assert "parse" in validate_sql("SELECT FROM WHERE", schema)
     assert validate_sql(None, schema) == "no SQL in the answer"
+    # SQLite reads a double-quoted name it cannot resolve as a string (Spider's gold SQL relies on this)
+    assert validate_sql('SELECT title FROM books WHERE title = "Beloved"', schema) is None
 
 
 def test_fast_path_rule(sample_db):
