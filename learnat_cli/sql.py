@@ -5,7 +5,8 @@ Everything works on a *label tree* derived from sqlglot's AST after normalisatio
 
 - **Normalisation** (:func:`normalize`): parse (sqlite dialect by default), read SQLite's double-quoted strings
   (``WHERE country = "USA"``) as string literals, lower-case identifiers and drop their quotes, resolve table aliases (``T1.name`` -> ``singer.name``), qualify unambiguous unqualified columns with the
-  only table in scope, drop projection aliases and parentheses, and strip a trailing ``;``.
+  only table in scope, replace references to projection aliases in GROUP BY/HAVING/ORDER BY by the aliased
+  expression, drop projection aliases and parentheses, and strip a trailing ``;``.
 - **Labels**: a column is ``col:<table>.<name>`` (``col:<name>`` when its table is unknown), a table ``table:<name>``,
   a literal ``str:<text>`` / ``num:<value>``, ``*``; every other node is its sqlglot class name (``Select``,
   ``Where``, ``EQ``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are folded away.
@@ -128,6 +129,24 @@ def _double_quoted_strings(tree: exp.Expression) -> None:
             col.replace(exp.Literal.string(ident.this))
 
 
+def _inline_projection_aliases(select: exp.Select) -> None:
+    """``SELECT COUNT(*) AS n ... ORDER BY n`` -> ``... ORDER BY COUNT(*)``: a bare name in GROUP BY, HAVING or
+    ORDER BY that is one of this SELECT's projection aliases stands for the aliased expression."""
+    aliases = {a.alias.lower(): a.this for a in select.expressions if isinstance(a, exp.Alias) and a.alias}
+    if not aliases:
+        return
+    for key in ("group", "having", "order"):
+        clause = select.args.get(key)
+        if clause is None:
+            continue
+        for col in list(clause.find_all(exp.Column)):
+            if col.table or isinstance(col.this, exp.Star) or col.find_ancestor(exp.Select) is not select:
+                continue
+            target = aliases.get(col.name.lower())
+            if target is not None and not (isinstance(target, exp.Column) and target.name.lower() == col.name.lower()):
+                col.replace(target.copy())
+
+
 @lru_cache(maxsize=65536)
 def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
     tree = parse(sql, dialect).copy()
@@ -137,6 +156,7 @@ def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
         ident.set("this", ident.this.lower())
         ident.set("quoted", False)
     for select in list(tree.find_all(exp.Select)):
+        _inline_projection_aliases(select)
         scope = _tables_in_scope(select)
         real = set(scope.values())
         for col in select.find_all(exp.Column):

@@ -25,6 +25,9 @@ def test_validate_sql_against_schema(sample_db):
     assert validate_sql(None, schema) == "no SQL in the answer"
     # SQLite reads a double-quoted name it cannot resolve as a string (Spider's gold SQL relies on this)
     assert validate_sql('SELECT title FROM books WHERE title = "Beloved"', schema) is None
+    # a projection alias used in ORDER BY/HAVING is not an unknown column
+    assert validate_sql("SELECT author_id, COUNT(*) AS n FROM books GROUP BY author_id HAVING n > 1 "
+                        "ORDER BY n DESC LIMIT 1", schema) is None
 
 
 def test_fast_path_rule(sample_db):
