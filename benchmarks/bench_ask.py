@@ -3,14 +3,18 @@ retrieved demonstrations from a Spider train index, and with decomposition; late
 fast path on (auto) and off (always decompose); and the fast-path rule against Spider's hardness labels.
 
     python benchmarks/bench_ask.py --spider ../shared/spider [--n 100] [--quick] [--index DIR]
+                                   [--backend transformers|llamacpp] [--configs zero,demos,always,auto]
 
 Accuracy uses Spider test-suite execution semantics (learnat_cli.evaluate). The Spider train index is built once
-(into --index, default bench-results/spider-train-index) with the default MiniLM embedder.
+(into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered question
+is appended to --rows (default bench-results/ask-<backend>-n<N>.jsonl) as it finishes, and a rerun with the same
+file skips what is there, so a long run can be stopped and resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -32,6 +36,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp"))
+    ap.add_argument("--configs", default="zero,demos,always,auto",
+                    help="which of zero,demos,always,auto to run (comma-separated)")
+    ap.add_argument("--rows", default=None, help="per-question results JSONL (appended; resumes)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n = 10
@@ -77,37 +85,56 @@ def main(argv=None) -> int:
 
     sample = random.Random(args.seed).sample(dev, args.n)
     t0 = time.perf_counter()
-    gen = ChatGenerator(args.model)
-    print(f"\n== ask on {args.n} Spider dev questions (seeded), model loaded in {time.perf_counter() - t0:.1f} s")
+    gen = ChatGenerator(args.model, backend=args.backend)
+    print(f"\n== ask on {args.n} Spider dev questions (seeded), {args.backend} backend, "
+          f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    rows_path = Path(args.rows or f"bench-results/ask-{args.backend}-n{args.n}.jsonl")
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[str, str], dict] = {}
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["config"], r["id"])] = r
 
     def generate(messages, n_tokens, temperature):
         return gen.chat(messages, max_new_tokens=n_tokens, temperature=temperature)[0]
 
-    configs = [("zero-shot", "never", None), ("demos (k=3)", "never", index),
-               ("demos + decomposition (fast path off)", "always", index),
-               ("demos + adaptive (fast path on)", "auto", index)]
+    all_configs = {"zero": ("zero-shot", "never", None), "demos": ("demos (k=3)", "never", index),
+                   "always": ("demos + decomposition (fast path off)", "always", index),
+                   "auto": ("demos + adaptive (fast path on)", "auto", index)}
+    configs = [all_configs[c.strip()] for c in args.configs.split(",") if c.strip()]
     results = {}
     for name, mode, idx in configs:
         cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0)
         correct, lat, decomposed, errors = 0, [], 0, 0
         by_level: dict[str, list[int]] = {}
         for ex in sample:
-            ans = answer(ex.question, db_of(ex), generate, cfg, index=idx)
-            ok = False
-            if ans.error is None and ans.pred:
-                ok, _ = exec_match(db_of(ex), ans.pred, ex.gold, "spider", 30.0)
-            errors += ans.error is not None
-            correct += ok
-            lat.append(ans.latency_s)
-            decomposed += ans.decomposed
-            by_level.setdefault(spider_hardness(ex.gold), []).append(int(ok))
+            r = done.get((name, ex.id))
+            if r is None:
+                ans = answer(ex.question, db_of(ex), generate, cfg, index=idx)
+                ok = False
+                if ans.error is None and ans.pred:
+                    ok, _ = exec_match(db_of(ex), ans.pred, ex.gold, "spider", 30.0)
+                r = {"config": name, "id": ex.id, "question": ex.question, "gold": ex.gold, "pred": ans.pred,
+                     "error": ans.error, "ok": bool(ok), "latency_s": ans.latency_s, "decomposed": ans.decomposed,
+                     "hardness": spider_hardness(ex.gold)}
+                with rows_path.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+            errors += r["error"] is not None
+            correct += r["ok"]
+            lat.append(r["latency_s"])
+            decomposed += r["decomposed"]
+            by_level.setdefault(r["hardness"], []).append(int(r["ok"]))
         results[name] = (correct / len(sample), lat)
         levels = {k: f"{100 * sum(v) / len(v):.0f}% of {len(v)}" for k, v in sorted(by_level.items())}
         print(f"{name:40s} EX {100 * correct / len(sample):5.1f}%  p50 {statistics.median(lat):5.1f} s  "
-              f"p95 {pct(lat, 0.95):5.1f} s  decomposed {decomposed}/{len(sample)}  errors {errors}  {levels}")
-    on, off = results["demos + adaptive (fast path on)"], results["demos + decomposition (fast path off)"]
-    print(f"fast path: p50 latency {statistics.median(on[1]) / statistics.median(off[1]):.2f}x of always-decompose, "
-          f"accuracy {100 * on[0]:.1f}% vs {100 * off[0]:.1f}%")
+              f"p95 {pct(lat, 0.95):5.1f} s  decomposed {decomposed}/{len(sample)}  errors {errors}  {levels}",
+              flush=True)
+    on, off = results.get("demos + adaptive (fast path on)"), results.get("demos + decomposition (fast path off)")
+    if on and off:
+        print(f"fast path: p50 latency {statistics.median(on[1]) / statistics.median(off[1]):.2f}x of always-decompose, "
+              f"accuracy {100 * on[0]:.1f}% vs {100 * off[0]:.1f}%")
     return 0
 
 

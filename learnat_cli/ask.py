@@ -9,7 +9,8 @@ Input: a question (or :class:`~learnat_cli.records.Example` rows, Spider/BIRD to
 Pipeline per question: schema (token-budgeted) -> k nearest demonstrations from a FAISS index (their
 decompositions are shown to the student) -> decide whether to decompose -> generate -> parse -> validate with
 sqlglot against the schema (unknown tables/columns) -> execute read-only under a time limit -> on a validation or
-execution error, one retry with the error in the prompt.
+execution error, one retry with the error in the prompt, plus a schema-linking hint (``repair_hint``): for an unknown
+column, the tables that do have it and the columns the named table has; for an unknown table, the closest names.
 
 Adaptive fast path (the paper leaves open when decomposition is worth its cost). ``decide_decompose`` scores the
 question's complexity from cues that, in Spider's hardness rules, make a query harder than "easy": aggregation per
@@ -22,6 +23,7 @@ A score at or below ``fast_threshold`` (default 1) goes straight to SQL with the
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from dataclasses import dataclass, field
@@ -94,6 +96,54 @@ def validate_sql(sql: Optional[str], schema: Schema) -> Optional[str]:
     if bad:
         return f"unknown column(s): {', '.join(sorted(set(bad)))}"
     return None
+
+
+def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str:
+    """Schema-linking feedback for a retry: where the unknown tables/columns of ``sql`` actually are.
+
+    Small students mostly fail by putting a real column on the wrong table (``poker_player.Name`` when ``Name`` is in
+    ``people``); naming the right table and the named table's real columns is what a retry needs. Empty when ``sql``
+    does not parse or names nothing unknown.
+    """
+    if not sql:
+        return ""
+    try:
+        tables, cols = tables_and_columns(sql)
+    except SqlParseError:
+        return ""
+    by_low = {t.name.lower(): t for t in schema.tables}
+    has_col: dict[str, list[str]] = {}
+    real_col: dict[str, str] = {}
+    for t in schema.tables:
+        for c in t.columns:
+            has_col.setdefault(c.name.lower(), []).append(t.name)
+            real_col.setdefault(c.name.lower(), c.name)
+    lines: list[str] = []
+    for t in sorted(x for x in tables if x not in by_low):
+        close = difflib.get_close_matches(t, list(by_low), n=3, cutoff=0.5)
+        lines.append(f"- there is no table {t}" + (f"; did you mean {', '.join(by_low[c].name for c in close)}?"
+                                                   if close else f"; tables: {', '.join(x.name for x in schema.tables)}"))
+    for t, c in sorted(set(cols), key=lambda x: (x[0] or "", x[1])):
+        if t is not None and t in by_low:
+            real = by_low[t]
+            if any(col.name.lower() == c for col in real.columns):
+                continue
+            where = has_col.get(c)
+            line = f"- {real.name} has no column {real_col.get(c, c)}"
+            if where:
+                line += f"; {real_col[c]} is a column of {', '.join(where)} (join it)"
+            else:
+                close = difflib.get_close_matches(c, list(has_col), n=2, cutoff=0.6)
+                if close:
+                    line += f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}"
+            line += f"; {real.name} has: {', '.join(col.name for col in real.columns)}"
+            lines.append(line)
+        elif t is None and c not in has_col:
+            close = difflib.get_close_matches(c, list(has_col), n=3, cutoff=0.6)
+            lines.append(f"- no table has a column {c}" + (
+                f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}" if close else ""))
+    text = "\n".join(lines)
+    return text if len(text) <= max_chars else text[: max_chars - 3].rsplit("\n", 1)[0] + "\n..."
 
 
 @dataclass
@@ -171,9 +221,11 @@ def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, eviden
                 err = e.message
         ans.error = err
         if attempt < cfg.retries:
+            hint = repair_hint(final, schema)
             messages = messages + [
                 {"role": "assistant", "content": text},
-                {"role": "user", "content": f"That SQL is wrong: {err}. Use only the tables and columns of the "
-                                            "schema and answer again in the same format."}]
+                {"role": "user", "content": f"That SQL is wrong: {err}." + (f"\n{hint}\n" if hint else " ")
+                                            + "Use only the tables and columns of the schema and answer again "
+                                            "in the same format."}]
     ans.latency_s = time.perf_counter() - t0
     return ans

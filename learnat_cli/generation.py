@@ -42,6 +42,10 @@ class ChatGenerator:
             raise LearnatError("--backend llamacpp needs llama-cpp-python: pip install 'learnat[llamacpp]'") from None
         from .models import ALIASES, EMBEDDED, gguf_path
 
+        if adapter and not str(adapter).endswith(".gguf"):
+            raise LearnatError("--backend llamacpp takes a LoRA adapter only as a .gguf file (convert the peft folder "
+                               "with llama.cpp's convert_lora_to_gguf.py, or use --backend transformers)",
+                               field="adapter")
         key = ALIASES.get(model, model)
         if key in EMBEDDED:
             path = gguf_path(key, progress)

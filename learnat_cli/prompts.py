@@ -78,7 +78,9 @@ def user_message(question: str, schema: str, evidence: str | None = None,
                  demos: Sequence[Demo] = (), prompts_dir=None) -> str:
     demo_text = ""
     if demos:
-        demo_text = "Similar solved examples:\n\n" + "\n".join(format_demo(d) for d in demos) + "\n"
+        # retrieved demonstrations may come from other databases: a small student otherwise copies their tables
+        demo_text = ("Similar solved examples (possibly on other databases: follow their reasoning, but use only the "
+                     "tables and columns of the schema below):\n\n" + "\n".join(format_demo(d) for d in demos) + "\n")
     ev = f"Evidence: {evidence}\n" if evidence else ""
     return template("student_user", prompts_dir).format(
         demonstrations=demo_text, schema=schema, evidence=ev, question=question)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from commands.main import app
-from learnat_cli.ask import AskConfig, answer, complexity, decide_decompose, validate_sql
+from learnat_cli.ask import AskConfig, answer, complexity, decide_decompose, repair_hint, validate_sql
 from learnat_cli.db import load_schema
 
 runner = CliRunner()
@@ -68,6 +68,20 @@ def test_retry_carries_the_error(sample_db):
     assert ans.steps == [("Which books?", "SELECT title FROM books")]
     retry_prompt = gen.prompts[1][-1]["content"]
     assert "unknown column(s): books.colour" in retry_prompt
+    assert "books has: book_id, title, author_id" in retry_prompt  # the repair hint rides along
+
+
+def test_repair_hint_points_at_the_right_table(sample_db):
+    schema = load_schema(sample_db)
+    # a real column on the wrong table: name the tables that have it, and what the named table has
+    hint = repair_hint("SELECT name FROM books WHERE city = 'Oslo'", schema)
+    assert "books has no column name; name is a column of authors, genres, customers (join it)" in hint
+    assert "books has no column city; city is a column of customers (join it)" in hint
+    assert "books has: book_id, title, author_id, genre_id, published_year, price, pages" in hint
+    assert repair_hint("SELECT title FROM book", schema) == "- there is no table book; did you mean books?"
+    assert "closest: books.published_year" in repair_hint("SELECT publish_year FROM authors JOIN books", schema)
+    assert repair_hint("SELECT title FROM books", schema) == ""
+    assert repair_hint("SELEC nonsense (", schema) == "" and repair_hint(None, schema) == ""
 
 
 def test_ask_cli_with_tiny_model_single_and_batch(tiny_model_dir, sample_db, samples_dir, tmp_path):
@@ -103,4 +117,14 @@ def test_embedded_model_answers_a_sample_question(sample_db):
     res = runner.invoke(app, ["ask", "--db", str(sample_db), "How many books are there?"])
     rec = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][0])
     assert res.exit_code == 0, res.output
+    assert rec["rows"] == [[32]]
+
+
+@pytest.mark.slow
+def test_llamacpp_backend_answers_a_sample_question(sample_db):
+    """The same embedded GGUF through llama.cpp (needs the `llamacpp` extra, which compiles llama.cpp)."""
+    pytest.importorskip("llama_cpp")
+    res = runner.invoke(app, ["ask", "--db", str(sample_db), "--backend", "llamacpp", "How many books are there?"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][0])
     assert rec["rows"] == [[32]]

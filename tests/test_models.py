@@ -47,7 +47,9 @@ def test_llamacpp_backend_needs_its_extra():
         with pytest.raises(LearnatError, match=r"pip install 'learnat\[llamacpp\]'"):
             ChatGenerator(None, backend="llamacpp")
     else:
-        pytest.skip("llama-cpp-python is installed here")
+        # a peft adapter folder is not something llama.cpp can load
+        with pytest.raises(LearnatError, match="LoRA adapter only as a .gguf"):
+            ChatGenerator(None, adapter="some/peft-adapter", backend="llamacpp")
 
 
 def test_missing_embedded_parts_say_how_to_install():
