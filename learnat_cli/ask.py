@@ -73,28 +73,31 @@ def decide_decompose(question: str, schema: Optional[Schema], mode: str = "auto"
     return complexity(question, schema) > threshold
 
 
+def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[Optional[str], str]]]:
+    """(unknown tables, unknown (table or None, column) pairs) of ``sql``, lower-cased; raises SqlParseError.
+    Columns of an unknown table are not reported: the table is."""
+    tables, cols = tables_and_columns(sql)
+    known_t, known_c = schema.names()
+    all_cols = set().union(*known_c.values()) if known_c else set()
+    unknown_t = sorted(t for t in tables if t not in known_t)
+    bad = sorted({(t, c) for t, c in cols
+                  if (t is not None and t in known_c and c not in known_c[t]) or (t is None and c not in all_cols)},
+                 key=lambda x: (x[0] or "", x[1]))
+    return unknown_t, bad
+
+
 def validate_sql(sql: Optional[str], schema: Schema) -> Optional[str]:
     """An error message when ``sql`` does not parse or names unknown tables/columns; None when it is fine."""
     if not sql or not sql.strip():
         return "no SQL in the answer"
     try:
-        tables, cols = tables_and_columns(sql)
+        unknown_t, bad = _unknown_names(sql, schema)
     except SqlParseError as e:
         return e.message
-    known_t, known_c = schema.names()
-    unknown_t = sorted(t for t in tables if t not in known_t)
     if unknown_t:
         return f"unknown table(s): {', '.join(unknown_t)}"
-    all_cols = set().union(*known_c.values()) if known_c else set()
-    bad = []
-    for t, c in cols:
-        if t is not None and t in known_c:
-            if c not in known_c[t]:
-                bad.append(f"{t}.{c}")
-        elif t is None and c not in all_cols:
-            bad.append(c)
     if bad:
-        return f"unknown column(s): {', '.join(sorted(set(bad)))}"
+        return f"unknown column(s): {', '.join(sorted(f'{t}.{c}' if t else c for t, c in bad))}"
     return None
 
 
@@ -108,7 +111,7 @@ def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str
     if not sql:
         return ""
     try:
-        tables, cols = tables_and_columns(sql)
+        unknown_t, bad = _unknown_names(sql, schema)
     except SqlParseError:
         return ""
     by_low = {t.name.lower(): t for t in schema.tables}
@@ -118,30 +121,25 @@ def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str
         for c in t.columns:
             has_col.setdefault(c.name.lower(), []).append(t.name)
             real_col.setdefault(c.name.lower(), c.name)
+
+    def closest(c: str, n: int) -> str:
+        close = difflib.get_close_matches(c, list(has_col), n=n, cutoff=0.6)
+        return f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}" if close else ""
+
     lines: list[str] = []
-    for t in sorted(x for x in tables if x not in by_low):
+    for t in unknown_t:
         close = difflib.get_close_matches(t, list(by_low), n=3, cutoff=0.5)
         lines.append(f"- there is no table {t}" + (f"; did you mean {', '.join(by_low[c].name for c in close)}?"
                                                    if close else f"; tables: {', '.join(x.name for x in schema.tables)}"))
-    for t, c in sorted(set(cols), key=lambda x: (x[0] or "", x[1])):
-        if t is not None and t in by_low:
-            real = by_low[t]
-            if any(col.name.lower() == c for col in real.columns):
-                continue
-            where = has_col.get(c)
-            line = f"- {real.name} has no column {real_col.get(c, c)}"
-            if where:
-                line += f"; {real_col[c]} is a column of {', '.join(where)} (join it)"
-            else:
-                close = difflib.get_close_matches(c, list(has_col), n=2, cutoff=0.6)
-                if close:
-                    line += f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}"
-            line += f"; {real.name} has: {', '.join(col.name for col in real.columns)}"
-            lines.append(line)
-        elif t is None and c not in has_col:
-            close = difflib.get_close_matches(c, list(has_col), n=3, cutoff=0.6)
-            lines.append(f"- no table has a column {c}" + (
-                f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}" if close else ""))
+    for t, c in bad:
+        if t is None:
+            lines.append(f"- no table has a column {c}" + closest(c, 3))
+            continue
+        real = by_low[t]
+        line = f"- {real.name} has no column {real_col.get(c, c)}"
+        where = has_col.get(c)
+        line += f"; {real_col[c]} is a column of {', '.join(where)} (join it)" if where else closest(c, 2)
+        lines.append(line + f"; {real.name} has: {', '.join(col.name for col in real.columns)}")
     text = "\n".join(lines)
     return text if len(text) <= max_chars else text[: max_chars - 3].rsplit("\n", 1)[0] + "\n..."
 
