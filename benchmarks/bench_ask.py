@@ -103,7 +103,10 @@ def main(argv=None) -> int:
     all_configs = {"zero": ("zero-shot", "never", None), "demos": ("demos (k=3)", "never", index),
                    "always": ("demos + decomposition (fast path off)", "always", index),
                    "auto": ("demos + adaptive (fast path on)", "auto", index)}
-    configs = [all_configs[c.strip()] for c in args.configs.split(",") if c.strip()]
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not names or any(c not in all_configs for c in names):
+        ap.error(f"--configs takes a comma-separated subset of {','.join(all_configs)}")
+    configs = [all_configs[c] for c in names]
     results = {}
     for name, mode, idx in configs:
         cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0)
