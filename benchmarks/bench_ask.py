@@ -41,6 +41,9 @@ def main(argv=None) -> int:
                     help="which of zero,demos,always,auto to run (comma-separated)")
     ap.add_argument("--rows", default=None, help="per-question results JSONL (appended; resumes)")
     args = ap.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not names or any(c not in ("zero", "demos", "always", "auto") for c in names):
+        ap.error("--configs takes a comma-separated subset of zero,demos,always,auto")
     if args.quick:
         args.n = 10
     from learnat_cli.ask import AskConfig, answer, complexity
@@ -103,9 +106,6 @@ def main(argv=None) -> int:
     all_configs = {"zero": ("zero-shot", "never", None), "demos": ("demos (k=3)", "never", index),
                    "always": ("demos + decomposition (fast path off)", "always", index),
                    "auto": ("demos + adaptive (fast path on)", "auto", index)}
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if not names or any(c not in all_configs for c in names):
-        ap.error(f"--configs takes a comma-separated subset of {','.join(all_configs)}")
     configs = [all_configs[c] for c in names]
     results = {}
     for name, mode, idx in configs:
