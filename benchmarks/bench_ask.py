@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 
+CONFIGS = ("zero", "demos", "always", "auto")
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -37,13 +40,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp"))
-    ap.add_argument("--configs", default="zero,demos,always,auto",
-                    help="which of zero,demos,always,auto to run (comma-separated)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"which of {','.join(CONFIGS)} to run (comma-separated)")
     ap.add_argument("--rows", default=None, help="per-question results JSONL (appended; resumes)")
     args = ap.parse_args(argv)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if not names or any(c not in ("zero", "demos", "always", "auto") for c in names):
-        ap.error("--configs takes a comma-separated subset of zero,demos,always,auto")
+    if not names or any(c not in CONFIGS for c in names):
+        ap.error(f"--configs takes a comma-separated subset of {','.join(CONFIGS)}")
     if args.quick:
         args.n = 10
     from learnat_cli.ask import AskConfig, answer, complexity
@@ -95,10 +98,17 @@ def main(argv=None) -> int:
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     done: dict[tuple[str, str], dict] = {}
     if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
+        lines = rows_path.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                done[(r["config"], r["id"])] = r
+            except json.JSONDecodeError:
+                if n == len(lines):  # a run killed mid-write: that question is answered again
+                    continue
+                ap.error(f"{rows_path}:{n}: not a JSON line")
+            done[(r["config"], r["id"])] = r
 
     def generate(messages, n_tokens, temperature):
         return gen.chat(messages, max_new_tokens=n_tokens, temperature=temperature)[0]
