@@ -5,7 +5,7 @@ fast path on (auto) and off (always decompose); and the fast-path rule against S
     python benchmarks/bench_ask.py --spider ../shared/spider [--n 100] [--quick] [--index DIR]
                                    [--backend transformers|llamacpp] [--configs zero,demos,always,auto]
 
-Accuracy uses Spider test-suite execution semantics (learnat_cli.evaluate). The Spider train index is built once
+Accuracy uses Spider test-suite execution semantics (learnat_cli.metrics). The Spider train index is built once
 (into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered question
 is appended to --rows (default bench-results/ask-<backend>-n<N>.jsonl) as it finishes, and a rerun with the same
 file skips what is there, so a long run can be stopped and resumed.
@@ -49,12 +49,12 @@ def main(argv=None) -> int:
         ap.error(f"--configs takes a comma-separated subset of {','.join(CONFIGS)}")
     if args.quick:
         args.n = 10
-    from learnat_cli.ask import AskConfig, answer, complexity
+    from learnat_cli.stages.ask import AskConfig, answer, complexity
     from learnat_cli.datasets import load_examples
     from learnat_cli.db import load_schema
-    from learnat_cli.evaluate import exec_match, spider_hardness
+    from learnat_cli.metrics import exec_match, spider_hardness
     from learnat_cli.generation import ChatGenerator
-    from learnat_cli.retrieval import DemoIndex, build_index, demo_from_record
+    from learnat_cli.stages.index import DemoIndex, build_index, demo_from_record
 
     root = Path(args.spider)
     dev = list(load_examples(root / "dev.json"))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 
 def run(examples, prune: bool, tables: str):
-    from learnat_cli.decompose import DecomposeConfig, decompose_all
-    from learnat_cli.mcts import MctsConfig
-    from learnat_cli.teachers import AstTeacher
+    from learnat_cli.stages.decompose import DecomposeConfig, decompose_all
+    from learnat_cli.synthesis.mcts import MctsConfig
+    from learnat_cli.synthesis.teachers import AstTeacher
 
     cfg = DecomposeConfig(mcts=MctsConfig(prune=prune), tables=tables, workers=8)
     recs = []

@@ -25,7 +25,7 @@ from pathlib import Path
 
 def reference(items, timeout_s: float = 60.0) -> tuple[int, int, int]:
     """Sequential reference: correct, wrong, gold errors."""
-    from learnat_cli.evaluate import gold_is_ordered
+    from learnat_cli.metrics import gold_is_ordered
 
     correct = wrong = gold_err = 0
     for it in items:
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args(argv)
-    from learnat_cli.evaluate import EvalConfig, EvalItem, evaluate, gold_is_ordered, spider_hardness
+    from learnat_cli.metrics import EvalConfig, EvalItem, evaluate, gold_is_ordered, spider_hardness
 
     root = Path(args.spider)
     rows = json.loads((root / "dev.json").read_text())

@@ -67,9 +67,9 @@ def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from learnat_cli.mdpo import trainer_classes
+    from learnat_cli.training.mdpo_trainer import trainer_classes
     from learnat_cli.tiny import build_tiny_model
-    from learnat_cli.train_sft import quiet_libraries
+    from learnat_cli.training.runner import quiet_libraries
 
     quiet_libraries()
     model_dir = build_tiny_model(workdir / "tiny", hidden_size=hidden, layers=2)
@@ -129,7 +129,7 @@ def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
 
     import torch
 
-    from learnat_cli.train_sft import SftConfig, build_sft_trainer, resolve_model_path
+    from learnat_cli.training.runner import SftConfig, build_sft_trainer, resolve_model_path
 
     try:
         path = resolve_model_path(model_spec)

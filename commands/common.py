@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.io import JsonlSink
+from learnat_cli.jsonl import JsonlSink
 
 # stdout carries data only; everything for people goes to stderr.
 console = Console(stderr=True)

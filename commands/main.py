@@ -35,7 +35,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name in SUBCOMMANDS:
-    _mod = importlib.import_module(f"commands.{_name}_cmd")
+    _mod = importlib.import_module(f"learnat_commands.{_name}")
     _mod.register(app)
 
 

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .errors import LearnatError
-from .io import display_name, parse_record, read_jsonl
-from .records import Example
+from learnat_cli.errors import LearnatError
+from learnat_cli.jsonl import display_name, parse_record, read_jsonl
+from learnat_cli.records import Example
 
 GOLD_KEYS = ("gold", "query", "SQL", "sql")
 

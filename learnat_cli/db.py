@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import LearnatError
+from learnat_cli.errors import LearnatError
 
 DEFAULT_TIMEOUT_S = 30.0  # BIRD's official evaluator (shared/README.md)
 DEFAULT_MAX_ROWS = 10_000

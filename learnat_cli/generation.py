@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .errors import LearnatError
-from .models import Progress
+from learnat_cli.errors import LearnatError
+from learnat_cli.models import Progress
 
 BACKENDS = ("transformers", "llamacpp")
 
@@ -30,7 +30,7 @@ class ChatGenerator:
         else:
             import torch
 
-            from .models import load_causal_lm
+            from learnat_cli.models import load_causal_lm
 
             torch.set_num_threads(self.threads)
             self.model, self.tok = load_causal_lm(model, adapter, progress)
@@ -40,7 +40,7 @@ class ChatGenerator:
             from llama_cpp import Llama
         except ImportError:
             raise LearnatError("--backend llamacpp needs llama-cpp-python: pip install 'learnat[llamacpp]'") from None
-        from .models import ALIASES, EMBEDDED, gguf_path
+        from learnat_cli.models import ALIASES, EMBEDDED, gguf_path
 
         if adapter and not str(adapter).endswith(".gguf"):
             raise LearnatError("--backend llamacpp takes a LoRA adapter only as a .gguf file (convert the peft folder "

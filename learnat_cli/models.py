@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import LearnatError
-from .paths import cache_dir
+from learnat_cli.errors import LearnatError
+from learnat_cli.paths import cache_dir
 
 Progress = Optional[Callable[[str, int, int], None]]  # (phase, done, total)
 

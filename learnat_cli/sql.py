@@ -39,7 +39,7 @@ from typing import Optional
 import sqlglot
 from sqlglot import exp
 
-from .errors import LearnatError
+from learnat_cli.errors import LearnatError
 
 ALPHA = 0.7  # LearNAT authors' code (PAPER.md)
 PQ_P, PQ_Q = 2, 3

@@ -8,8 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
-from learnat_cli.ask import AskConfig, answer, complexity, decide_decompose, repair_hint, validate_sql
+from learnat_commands.main import app
+from learnat_cli.stages.ask import AskConfig, answer, complexity, decide_decompose, repair_hint, validate_sql
 from learnat_cli.db import load_schema
 
 runner = CliRunner()

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def learnat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    return subprocess.run([sys.executable, "-m", "commands.main", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "learnat_commands.main", *args], input=stdin, capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=600, check=False)
 
 

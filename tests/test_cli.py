@@ -7,7 +7,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def test_version():
 def test_bad_jsonl_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"pred": "SELECT 1", "gold": "SELECT 1"}\nnot json\n')
-    proc = subprocess.run([sys.executable, "-m", "commands.main", "score", str(bad)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "learnat_commands.main", "score", str(bad)], capture_output=True,
                           text=True)
     assert proc.returncode == 2
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -48,7 +48,7 @@ def test_broken_pipe_exits_quietly(tmp_path):
     rows.write_text("".join('{"id": "%d", "pred": "SELECT %d", "gold": "SELECT 1"}\n' % (i, i)
                             for i in range(3000)))
     # `learnat score rows | head -1`: the reader goes away early.
-    proc = subprocess.run(f"{sys.executable} -m commands.main score {rows} | head -n 1", shell=True,
+    proc = subprocess.run(f"{sys.executable} -m learnat_commands.main score {rows} | head -n 1", shell=True,
                           capture_output=True, text=True)
     assert proc.stdout.count("\n") == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

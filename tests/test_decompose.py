@@ -8,7 +8,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 from learnat_cli.sql import GoldAst
 
 runner = CliRunner()
@@ -70,8 +70,8 @@ def test_shard_splits_work(samples_dir):
 
 
 def test_decompose_pipe_build_pairs(samples_dir, tmp_path):
-    cmd = (f"{sys.executable} -m commands.main decompose {samples_dir / 'questions.jsonl'} --teacher ast "
-           f"--db-root {samples_dir} --no-cache | {sys.executable} -m commands.main build-pairs")
+    cmd = (f"{sys.executable} -m learnat_commands.main decompose {samples_dir / 'questions.jsonl'} --teacher ast "
+           f"--db-root {samples_dir} --no-cache | {sys.executable} -m learnat_commands.main build-pairs")
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     pairs = _lines(proc.stdout)

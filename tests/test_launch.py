@@ -1,4 +1,4 @@
-"""learnat_cli.launch: the `accelerate launch` argv for N GPUs / nodes, DeepSpeed configs, the refusal paths, and
+"""learnat_cli.training.launch: the `accelerate launch` argv for N GPUs / nodes, DeepSpeed configs, the refusal paths, and
 two real CPU processes (torch.distributed over gloo) training one MDPO step together through `learnat mdpo --gpus 2`."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
-from learnat_cli import launch
+from learnat_commands.main import app
+from learnat_cli.training import launch
 from learnat_cli.errors import LearnatError
 
 
@@ -30,7 +30,7 @@ def test_command_for_eight_gpus_one_node():
     assert "--multi_gpu" in cmd and "--cpu" not in cmd and "--machine_rank" not in cmd
     assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("--num_machines") + 1] == "1"
     assert cmd[cmd.index("--mixed_precision") + 1] == "no"  # precision comes from the Trainer's bf16 setting
-    assert cmd[-5:] == ["--module", "learnat_cli.launch", "run", "sft", "/x/launch_config.json"]
+    assert cmd[-5:] == ["--module", "learnat_cli.training.launch", "run", "sft", "/x/launch_config.json"]
 
 
 def test_command_for_two_nodes():
@@ -57,7 +57,7 @@ def test_accelerate_parses_our_command():
     cmd = launch.build_launch_command("sft", "c.json", gpus=4, nodes=2, node_rank=0, master_addr="h", python="/py")
     args = launch_command_parser().parse_args(cmd[3:])
     assert args.multi_gpu and args.num_processes == 8 and args.num_machines == 2 and args.module
-    assert args.training_script == "learnat_cli.launch" and args.training_script_args == ["run", "sft", "c.json"]
+    assert args.training_script == "learnat_cli.training.launch" and args.training_script_args == ["run", "sft", "c.json"]
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -116,7 +116,7 @@ def test_two_cpu_processes_train_one_mdpo_step_together(tiny_model_dir, tmp_path
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "commands.main", "mdpo", "--model", str(tiny_model_dir), "-o", str(out), "--gpus", "2",
+        [sys.executable, "-m", "learnat_commands.main", "mdpo", "--model", str(tiny_model_dir), "-o", str(out), "--gpus", "2",
          "--cpu", "--max-steps", "1", "--grad-accum", "1", "--batch-size", "1", "--master-port", str(_free_port())],
         input="".join(json.dumps(p) + "\n" for p in pairs), capture_output=True, text=True, env=env, timeout=300, check=False,
         cwd=Path(__file__).resolve().parents[1])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import math
 
-from learnat_cli.mcts import MctsConfig, Node, Search, classify, select_child, uct
+from learnat_cli.synthesis.mcts import MctsConfig, Node, Search, classify, select_child, uct
 from learnat_cli.sql import GoldAst
-from learnat_cli.teachers import Proposal
+from learnat_cli.synthesis.teachers import Proposal
 
 
 def test_uct_formula_and_selection():

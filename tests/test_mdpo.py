@@ -1,4 +1,4 @@
-"""`learnat mdpo` / learnat_cli.mdpo: pair reading, the MDPO loss checked by hand on a tiny model (with and without
+"""`learnat mdpo` / learnat_cli.training.mdpo_trainer: pair reading, the MDPO loss checked by hand on a tiny model (with and without
 margins, and against TRL's stock DPOTrainer), the margin column reaching the loss, the CLI, and training progress."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 from learnat_cli.errors import LearnatError
-from learnat_cli.mdpo import MdpoConfig, build_mdpo_trainer, load_pairs, mdpo_losses
+from learnat_cli.training.mdpo_trainer import MdpoConfig, build_mdpo_trainer, load_pairs, mdpo_losses
 
 torch = pytest.importorskip("torch")
 
@@ -278,7 +278,7 @@ def test_cli_mdpo_rejects_unknown_margin_form(tiny_model_dir, tmp_path):
 
 
 def test_mdpo_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
-    from learnat_cli.mdpo import train_mdpo
+    from learnat_cli.training.mdpo_trainer import train_mdpo
 
     man = train_mdpo(MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)),
                                 output_dir=str(tmp_path / "o"), model=str(tiny_model_dir), batch_size=3,

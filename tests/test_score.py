@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 
 runner = CliRunner()
 

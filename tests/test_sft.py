@@ -1,4 +1,4 @@
-"""`learnat sft` / learnat_cli.train_sft: row reading, loss on assistant turns only (with and without the chat
+"""`learnat sft` / learnat_cli.training.runner: row reading, loss on assistant turns only (with and without the chat
 template's generation markers), the CLI's outputs (adapter, merged model, config, metrics, one manifest record),
 checkpoints + --resume, bad input, and the loss going down on a small repeated batch."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from commands.main import app
+from learnat_commands.main import app
 from learnat_cli.errors import LearnatError
-from learnat_cli.train_sft import (
+from learnat_cli.training.runner import (
     SftConfig,
     build_sft_trainer,
     load_sft_rows,
@@ -206,7 +206,7 @@ def test_sft_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
 def test_real_student_template_masks_prompt(tmp_path):
     """The embedded Qwen2.5 student's template has no generation markers: rows become prompt/completion and only
     the assistant answer (plus its end-of-turn) is trained."""
-    from learnat_cli.train_sft import resolve_model_path
+    from learnat_cli.training.runner import resolve_model_path
 
     try:
         path = resolve_model_path(None)

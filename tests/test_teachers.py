@@ -12,7 +12,7 @@ import pytest
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.sql import GoldAst
-from learnat_cli.teachers import (AstTeacher, DiskCache, LocalTeacher, OpenAITeacher, State, make_teacher,
+from learnat_cli.synthesis.teachers import (AstTeacher, DiskCache, LocalTeacher, OpenAITeacher, State, make_teacher,
                                   parse_proposal)
 
 
@@ -167,7 +167,7 @@ def test_local_teacher_with_tiny_model(tiny_model_dir, tmp_path):
     props = asyncio.run(t.propose(STATE, 2))
     assert len(props) == 2 and t.usage.calls == 1 and t.usage.tokens > 0
     # a random model writes garbage: it still comes back as proposals, which the pruner classifies invalid
-    from learnat_cli.mcts import classify
+    from learnat_cli.synthesis.mcts import classify
 
     g = GoldAst(STATE.gold)
     assert [classify(g, p.sql, frozenset())[0] for p in props] == ["invalid", "invalid"]

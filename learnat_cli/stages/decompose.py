@@ -17,12 +17,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from .datasets import load_examples
-from .errors import LearnatError
-from .mcts import MctsConfig, Search
-from .records import Example, Step, TreeNode, TreeRecord
-from .sql import GoldAst, SqlParseError
-from .teachers import State, Teacher
+from learnat_cli.datasets import load_examples
+from learnat_cli.errors import LearnatError
+from learnat_cli.synthesis.mcts import MctsConfig, Search
+from learnat_cli.records import Example, Step, TreeNode, TreeRecord
+from learnat_cli.sql import GoldAst, SqlParseError
+from learnat_cli.synthesis.teachers import State, Teacher
 
 
 @dataclass
@@ -41,7 +41,7 @@ class DecomposeConfig:
 
 def schema_for(ex: Example, cfg: DecomposeConfig) -> tuple[str, Optional[str]]:
     """(schema text, database path or None)."""
-    from .db import load_schema, render_schema, resolve_db, schema_from_tables_json
+    from learnat_cli.db import load_schema, render_schema, resolve_db, schema_from_tables_json
 
     if cfg.db or ex.db_path or (cfg.db_root and ex.db_id):
         try:
@@ -81,7 +81,7 @@ async def decompose_one(ex: Example, teacher: Teacher, cfg: DecomposeConfig) -> 
 
     is_gold = None
     if db_path and cfg.exec_terminal:
-        from .evaluate import exec_match
+        from learnat_cli.metrics import exec_match
 
         def is_gold(sql: str) -> bool:
             if gold.matches(sql):

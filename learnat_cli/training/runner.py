@@ -15,7 +15,7 @@ Loss is on the assistant turns only:
   prompt/completion form -- prompt = the messages before the last assistant turn, completion = that turn -- and
   TRL's ``completion_only_loss=True`` masks the prompt. Earlier assistant turns, if any, are context only.
 
-Also holds what :mod:`learnat_cli.mdpo` shares with SFT: model/adapter loading, the TrainingArguments fields
+Also holds what :mod:`learnat_cli.training.mdpo_trainer` shares with SFT: model/adapter loading, the TrainingArguments fields
 common to both stages, checkpoint resume, merge, and the config/metrics/manifest files.
 
 Defaults and where they come from (PAPER.md gives no SFT hyper-parameters for LearNAT): LoRA r=16, alpha=32,
@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LearnatError
-from .io import display_name, read_jsonl
+from learnat_cli.errors import LearnatError
+from learnat_cli.jsonl import display_name, read_jsonl
 
 ADAPTER_CONFIG = "adapter_config.json"
 CONFIG_FILE = "training_config.json"
@@ -183,7 +183,7 @@ def sft_dataset_format(rows: list[dict[str, Any]], tokenizer) -> tuple[list[dict
 def resolve_model_path(spec: str | None) -> str:
     """``--model`` -> a local folder or hub id, via :func:`learnat_cli.models.resolve_model` when available."""
     try:
-        from .models import resolve_model  # written by another module; imported lazily
+        from learnat_cli.models import resolve_model  # written by another module; imported lazily
     except ImportError:
         resolve_model = None
     if resolve_model is not None:

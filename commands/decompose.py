@@ -59,10 +59,10 @@ def register(app: typer.Typer) -> None:
         """Search decompositions of each example; write best trajectories (with their trees) as JSONL."""
 
         def go():
-            from learnat_cli.decompose import DecomposeConfig, decompose_all, select_examples
-            from learnat_cli.io import done_ids
-            from learnat_cli.mcts import MctsConfig
-            from learnat_cli.teachers import default_cache, make_teacher
+            from learnat_cli.stages.decompose import DecomposeConfig, decompose_all, select_examples
+            from learnat_cli.jsonl import done_ids
+            from learnat_cli.synthesis.mcts import MctsConfig
+            from learnat_cli.synthesis.teachers import default_cache, make_teacher
 
             cfg = DecomposeConfig(
                 mcts=MctsConfig(simulations=simulations, max_depth=max_depth, c=c_uct, children=children,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .errors import LearnatError
+from learnat_cli.errors import LearnatError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
@@ -58,7 +58,7 @@ class Embedder:
 
 
 def demo_from_record(obj: dict[str, Any]) -> dict[str, Any]:
-    from .datasets import GOLD_KEYS
+    from learnat_cli.datasets import GOLD_KEYS
 
     sql = next((obj[k] for k in GOLD_KEYS if isinstance(obj.get(k), str) and obj[k]), None) or obj.get("pred")
     steps = [[s.get("question", ""), s.get("sql", "")] for s in (obj.get("steps") or []) if isinstance(s, dict)]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .datasets import load_examples
-from .db import resolve_db
-from .errors import LearnatError
-from .evaluate import EvalItem, spider_hardness
-from .io import display_name, read_jsonl
+from learnat_cli.datasets import load_examples
+from learnat_cli.db import resolve_db
+from learnat_cli.errors import LearnatError
+from learnat_cli.metrics import EvalItem, spider_hardness
+from learnat_cli.jsonl import display_name, read_jsonl
 
 
 def build_items(predictions: str, *, gold: Optional[str] = None, db: Optional[str] = None,

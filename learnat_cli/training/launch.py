@@ -7,7 +7,7 @@ How it works: the CLI writes the stage's config to ``<output_dir>/launch_config.
 
     python -m accelerate.commands.launch --multi_gpu --num_processes GPUS*NODES --num_machines NODES
         [--machine_rank R --main_process_ip ADDR --main_process_port PORT] --mixed_precision bf16|no
-        --dynamo_backend no --module learnat_cli.launch run sft|mdpo <output_dir>/launch_config.json
+        --dynamo_backend no --module learnat_cli.training.launch run sft|mdpo <output_dir>/launch_config.json
 
 ``accelerate launch --multi_gpu`` hands off to ``torch.distributed.run`` (torchrun); each process builds the same
 Trainer, which picks up the distributed environment (NCCL on GPUs, gloo on CPU with ``cpu=True``). With
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import LearnatError
+from learnat_cli.errors import LearnatError
 
 CHILD_ENV = "LEARNAT_LAUNCHED"
 LAUNCH_CONFIG = "launch_config.json"
@@ -126,7 +126,7 @@ def build_launch_command(stage: str, config_path: str | os.PathLike, *, gpus: in
     elif master_port:
         cmd += ["--main_process_port", str(master_port)]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--module", "learnat_cli.launch", "run", stage, str(config_path)]
+    cmd += ["--module", "learnat_cli.training.launch", "run", stage, str(config_path)]
     return cmd
 
 
@@ -179,7 +179,7 @@ def launch(stage: str, config: dict[str, Any], *, gpus: int = 1, nodes: int = 1,
     child_env = dict(os.environ)
     child_env[CHILD_ENV] = "1"
     # The children must import this checkout's packages even when it is not installed.
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
     if cpu:
         child_env.setdefault("OMP_NUM_THREADS", "1")
@@ -206,21 +206,21 @@ def _has_fileno(stream) -> bool:
 def run_stage(stage: str, config: dict[str, Any]) -> dict[str, Any]:
     """Run one stage in this process (what each launched process does)."""
     if stage == "sft":
-        from .train_sft import SftConfig, train_sft
+        from learnat_cli.training.runner import SftConfig, train_sft
 
         return train_sft(SftConfig.from_dict(config))
     if stage == "mdpo":
-        from .mdpo import MdpoConfig, train_mdpo
+        from learnat_cli.training.mdpo_trainer import MdpoConfig, train_mdpo
 
         return train_mdpo(MdpoConfig.from_dict(config))
     raise LearnatError(f"unknown stage {stage!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m learnat_cli.launch run STAGE CONFIG.json`` (what ``accelerate launch`` starts)."""
+    """``python -m learnat_cli.training.launch run STAGE CONFIG.json`` (what ``accelerate launch`` starts)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3 or args[0] != "run":
-        print("usage: python -m learnat_cli.launch run sft|mdpo CONFIG.json", file=sys.stderr)
+        print("usage: python -m learnat_cli.training.launch run sft|mdpo CONFIG.json", file=sys.stderr)
         return 2
     _, stage, cfg_path = args
     try:

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         """Chosen/rejected subtasks at the same tree node with their AST margin (TRL preference rows)."""
 
         def go():
-            from learnat_cli.pairs import PairsConfig, build
+            from learnat_cli.stages.build_pairs import PairsConfig, build
 
             cfg = PairsConfig(min_margin=min_margin, max_per_node=max_per_node, include_failed=include_failed)
             with sink(output) as out:

@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         """Execution accuracy of predictions, by difficulty. Per-item JSONL on stdout; table on stderr."""
 
         def go():
-            from learnat_cli.evaluate import EvalConfig, evaluate
-            from learnat_cli.evaluate_io import build_items
+            from learnat_cli.metrics import EvalConfig, evaluate
+            from learnat_cli.stages.eval import build_items
 
             items = build_items(predictions, gold=gold, db=db, db_root=db_root, metric=metric,
                                 match_by=match_by, pred_field=pred_field)

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         """Answer a question: decomposition, SQL, and the result table (stderr); a JSONL record on stdout."""
 
         def go():
-            from learnat_cli.ask import AskConfig, answer
+            from learnat_cli.stages.ask import AskConfig, answer
             from learnat_cli.db import resolve_db
             from learnat_cli.errors import LearnatError
             from learnat_cli.generation import ChatGenerator
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             single_db = resolve_db(db, db_root=db_root) if (db and not batch) else None
             demo_index = None
             if index:
-                from learnat_cli.retrieval import DemoIndex
+                from learnat_cli.stages.index import DemoIndex
 
                 demo_index = DemoIndex(index)
             gen = ChatGenerator(model, adapter, backend, progress=_model_progress())
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
                     raise typer.Exit(1)
                 return
             from learnat_cli.datasets import load_examples
-            from learnat_cli.io import done_ids
+            from learnat_cli.jsonl import done_ids
 
             src = input or "-"
             resume = output not in (None, "-")

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import LearnatError
-from .io import display_name, read_jsonl
-from .train_sft import (
+from learnat_cli.errors import LearnatError
+from learnat_cli.jsonl import display_name, read_jsonl
+from learnat_cli.training.runner import (
     TrainConfig,
     check_messages,
     common_args,

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
-from .sql import GoldAst
+from learnat_cli.sql import GoldAst
 
 C_UCT = 1.41
 MAX_DEPTH = 5

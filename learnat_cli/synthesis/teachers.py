@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import LearnatError
-from .paths import cache_dir
-from .prompts import one_line, template
+from learnat_cli.errors import LearnatError
+from learnat_cli.paths import cache_dir
+from learnat_cli.prompts import one_line, template
 
 PRESETS = {
     # name: (base_url, model, api-key env var)
@@ -280,7 +280,7 @@ class LocalTeacher(Teacher):
 
     def _load(self):
         if self._lm is None:
-            from .models import load_causal_lm
+            from learnat_cli.models import load_causal_lm
 
             self._lm = load_causal_lm(self.spec)
             self.name = f"local:{self.spec or 'default'}"
@@ -332,8 +332,8 @@ class AstTeacher(Teacher):
         self.perturb = perturb
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
-        from .ast_steps import gold_ladder, perturbations
-        from .sql import GoldAst
+        from learnat_cli.synthesis.ast_teacher import gold_ladder, perturbations
+        from learnat_cli.sql import GoldAst
 
         self.usage.calls += 1
         ladder = gold_ladder(state.gold, state.question, self.dialect)

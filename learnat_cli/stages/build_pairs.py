@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .io import display_name, parse_record, read_jsonl
-from .prompts import format_answer, format_step, student_messages
-from .records import PreferencePair, SftRow, TreeRecord
+from learnat_cli.jsonl import display_name, parse_record, read_jsonl
+from learnat_cli.prompts import format_answer, format_step, student_messages
+from learnat_cli.records import PreferencePair, SftRow, TreeRecord
 
 
 @dataclass
@@ -98,7 +98,7 @@ def build(path: str, cfg: PairsConfig, sft: bool = False) -> Iterator[Any]:
     for line, obj in read_jsonl(path):
         rec = parse_record(TreeRecord, obj, name, line)
         if not sft and not rec.nodes:
-            from .errors import LearnatError
+            from learnat_cli.errors import LearnatError
 
             raise LearnatError("record has no tree nodes (run decompose without --slim, or use its --trees file)",
                                file=name, line=line, field="nodes")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from .db import resolve_db
-from .errors import LearnatError
-from .io import display_name, read_jsonl
-from .sql import SqlParseError, parse, similarity, try_parse
+from learnat_cli.db import resolve_db
+from learnat_cli.errors import LearnatError
+from learnat_cli.jsonl import display_name, read_jsonl
+from learnat_cli.sql import SqlParseError, parse, similarity, try_parse
 
 
 @dataclass
@@ -48,7 +48,7 @@ def score_rows(path: str, cfg: ScoreConfig) -> Iterator[dict[str, Any]]:
         out["parses"] = parses
         out["ast_similarity"] = round(similarity(pred, gold, cfg.dialect), 6) if parses else 0.0
         if cfg.db or (cfg.db_root and (obj.get("db_id") or obj.get("db_path"))) or obj.get("db_path"):
-            from .evaluate import exec_match
+            from learnat_cli.metrics import exec_match
 
             try:
                 path_db = resolve_db(cfg.db, db_id=obj.get("db_id"), db_root=cfg.db_root,

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         """Add ast_similarity, parses (and exec_match with a database) to each row."""
 
         def go():
-            from learnat_cli.score import ScoreConfig, score_rows
+            from learnat_cli.stages.score import ScoreConfig, score_rows
 
             cfg = ScoreConfig(pred_field=pred_field, gold_field=gold_field, dialect=dialect, db=db,
                               db_root=db_root, metric=metric)

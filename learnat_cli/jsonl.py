@@ -18,7 +18,7 @@ from typing import Any, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import LearnatError
+from learnat_cli.errors import LearnatError
 
 M = TypeVar("M", bound=BaseModel)
 

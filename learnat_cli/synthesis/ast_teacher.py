@@ -1,4 +1,4 @@
-"""Decomposition steps derived from a gold query's AST, for the AST teacher (see :mod:`learnat_cli.teachers`).
+"""Decomposition steps derived from a gold query's AST, for the AST teacher (see :mod:`learnat_cli.synthesis.teachers`).
 
 ``gold_ladder(gold, question)``: the progressive steps, in order — every sub-query (innermost first) and each
 side of a set operation, then for the main query: its FROM/JOIN part, + WHERE, + GROUP BY with the gold
@@ -15,7 +15,7 @@ from typing import Optional
 
 from sqlglot import exp
 
-from .sql import parse
+from learnat_cli.sql import parse
 
 _AGG_WORDS = {exp.Count: "the number", exp.Sum: "the total", exp.Avg: "the average", exp.Max: "the maximum",
               exp.Min: "the minimum"}
@@ -75,7 +75,7 @@ def _main_select(tree: exp.Expression) -> Optional[exp.Select]:
 
 @lru_cache(maxsize=4096)
 def gold_ladder(gold: str, question: str, dialect: str = "sqlite"):
-    from .teachers import Proposal
+    from learnat_cli.synthesis.teachers import Proposal
 
     tree = parse(gold, dialect)
     steps: list[Proposal] = []
@@ -130,7 +130,7 @@ def gold_ladder(gold: str, question: str, dialect: str = "sqlite"):
 
 def perturbations(step, state, rng: random.Random, dialect: str = "sqlite") -> list:
     """Variants of ``step`` that are not part of the gold AST: one literal changed, one column renamed."""
-    from .teachers import Proposal
+    from learnat_cli.synthesis.teachers import Proposal
 
     out = []
     tree = parse(step.sql, dialect)

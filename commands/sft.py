@@ -1,7 +1,7 @@
 """`learnat sft`: LoRA (or full) supervised fine-tuning of the student on chat trajectories.
 
 Reads SftRow JSONL (`learnat build-pairs --sft`), writes an adapter folder and prints one manifest record.
-The core is `learnat_cli.train_sft`; scale-out goes through `learnat_cli.launch` (accelerate launch).
+The core is `learnat_cli.training.runner`; scale-out goes through `learnat_cli.training.launch` (accelerate launch).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def parse_modules(value: str | None) -> list[str] | None:
 def execute(stage: str, cfg: Any, *, gpus: int, nodes: int, node_rank: int, master_addr: str | None,
             master_port: int | None, deepspeed: str | None) -> None:
     """Train in this process, or under `accelerate launch` for several processes / DeepSpeed; print the manifest."""
-    from learnat_cli import launch
+    from learnat_cli.training import launch
     from learnat_cli.errors import LearnatError
 
     if deepspeed is not None and deepspeed not in launch.ZERO_STAGES:
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
                                                 "config and train with it."),
     ) -> None:
         """Fine-tune the student on chat trajectories (loss on assistant turns); print one manifest record."""
-        from learnat_cli.train_sft import SftConfig
+        from learnat_cli.training.runner import SftConfig
 
         def body() -> None:
             cfg = SftConfig(input=input, output_dir=output_dir, model=model, full=full, lora_r=lora_r,

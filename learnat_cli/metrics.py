@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from sqlglot import exp
 
-from . import db as dbmod
-from .errors import LearnatError
+from learnat_cli import db as dbmod
+from learnat_cli.errors import LearnatError
 
 METRICS = ("bird", "spider")
 SPIDER_LEVELS = ("easy", "medium", "hard", "extra")
@@ -88,7 +88,7 @@ def rows_match(pred_rows: Iterable[tuple], gold_rows: Iterable[tuple], metric: s
 
 
 def gold_is_ordered(gold_sql: str) -> bool:
-    from .sql import try_parse
+    from learnat_cli.sql import try_parse
 
     tree = try_parse(gold_sql)
     if tree is None:
@@ -192,7 +192,7 @@ def _hardness_counts(tree: exp.Expression) -> tuple[int, int, int]:
 
 def spider_hardness(sql: str) -> str:
     """easy / medium / hard / extra, by the component counts of Spider's evaluation.py."""
-    from .sql import try_parse
+    from learnat_cli.sql import try_parse
 
     tree = try_parse(sql)
     if tree is None:

@@ -29,10 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .db import QueryError, Schema, execute, load_schema, render_schema
-from .errors import LearnatError
-from .prompts import Demo, parse_answer, student_messages
-from .sql import SqlParseError, tables_and_columns
+from learnat_cli.db import QueryError, Schema, execute, load_schema, render_schema
+from learnat_cli.errors import LearnatError
+from learnat_cli.prompts import Demo, parse_answer, student_messages
+from learnat_cli.sql import SqlParseError, tables_and_columns
 
 MODES = ("auto", "always", "never")
 

@@ -1,7 +1,7 @@
 """`learnat mdpo`: Margin-aware DPO on AST-margin preference pairs (after `learnat sft`).
 
 Reads PreferencePair JSONL (`learnat build-pairs`), writes an adapter folder and prints one manifest record.
-The core is `learnat_cli.mdpo`; scale-out goes through `learnat_cli.launch` (accelerate launch).
+The core is `learnat_cli.training.mdpo_trainer`; scale-out goes through `learnat_cli.training.launch` (accelerate launch).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .common import run
-from .sft_cmd import execute, parse_modules
+from .sft import execute, parse_modules
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Margin-aware DPO on preference pairs; print one manifest record."""
         from learnat_cli.errors import LearnatError
-        from learnat_cli.mdpo import MARGIN_FORMS, MdpoConfig
+        from learnat_cli.training.mdpo_trainer import MARGIN_FORMS, MdpoConfig
 
         def body() -> None:
             if margin_form not in MARGIN_FORMS:

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
         """Embed demonstration questions (with their SQL and decomposition) into a FAISS index."""
 
         def go():
-            from learnat_cli.io import display_name, read_jsonl
-            from learnat_cli.retrieval import build_index, demo_from_record
+            from learnat_cli.jsonl import display_name, read_jsonl
+            from learnat_cli.stages.index import build_index, demo_from_record
 
             name = display_name(input)
 

@@ -1,0 +1,1 @@
+"""The eight pipeline stages, one module each, named as the subcommands."""
