@@ -3,7 +3,7 @@ PYTHON ?= python3
 SHARED ?= ../shared
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test test-slow lint bench demo clean
+.PHONY: install test test-slow lint typecheck check bench demo clean
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PIN)
@@ -16,7 +16,13 @@ test-slow:
 	$(PYTHON) -m pytest -m slow
 
 lint:
-	$(PYTHON) -m ruff check learnat_cli commands tests benchmarks
+	$(PYTHON) -m ruff check learnat_cli commands tests benchmarks samples
+
+typecheck:
+	$(PYTHON) -m mypy
+
+# What .ci/run does after installing: lint, type check, tests.
+check: lint typecheck test
 
 bench:
 	$(PYTHON) benchmarks/run_all.py --shared $(SHARED)

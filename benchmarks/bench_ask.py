@@ -1,14 +1,20 @@
-"""`learnat ask` with the embedded Qwen2.5-Coder-0.5B on a Spider dev sample: execution accuracy zero-shot, with
-retrieved demonstrations from a Spider train index, and with decomposition; latency p50/p95 with the adaptive
-fast path on (auto) and off (always decompose); and the fast-path rule against Spider's hardness labels.
+"""`learnat ask` with the embedded Qwen2.5-Coder-0.5B on a Spider dev sample: execution accuracy zero-shot,
+with retrieved demonstrations from a Spider train index, and with decomposition; latency p50/p95 with the
+adaptive fast path on (auto) and off (always decompose); and the fast-path rule against Spider's hardness
+labels.
 
     python benchmarks/bench_ask.py --spider ../shared/spider [--n 100] [--quick] [--index DIR]
                                    [--backend transformers|llamacpp] [--configs zero,demos,always,auto]
+                                   [--throughput N --batch-size B]
 
-Accuracy uses Spider test-suite execution semantics (learnat_cli.metrics). The Spider train index is built once
-(into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered question
-is appended to --rows (default bench-results/ask-<backend>-n<N>.jsonl) as it finishes, and a rerun with the same
-file skips what is there, so a long run can be stopped and resumed.
+``--throughput N`` only times batch ask (zero-shot, greedy) on N of the sampled questions one at a time and
+with ``--batch-size B`` (left-padded batches, learnat_cli.models.ChatModel.chat_batch), checks that both give
+the same predictions, and prints questions per second for each.
+
+Accuracy uses Spider test-suite execution semantics (learnat_cli.metrics). The Spider train index is built
+once (into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered
+question is appended to --rows (default bench-results/ask-<backend>-n<N>.jsonl) as it finishes, and a rerun
+with the same file skips what is there, so a long run can be stopped and resumed.
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--index", default="bench-results/spider-train-index")
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-new-tokens", type=int, default=560)
+    ap.add_argument("--throughput", type=int, default=0,
+                    help="only time batched vs sequential ask on N questions")
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp"))
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help=f"which of {','.join(CONFIGS)} to run (comma-separated)")
@@ -49,15 +58,17 @@ def main(argv=None) -> int:
         ap.error(f"--configs takes a comma-separated subset of {','.join(CONFIGS)}")
     if args.quick:
         args.n = 10
-    from learnat_cli.stages.ask import AskConfig, answer, complexity
     from learnat_cli.datasets import load_examples
-    from learnat_cli.db import load_schema
     from learnat_cli.metrics import exec_match, spider_hardness
-    from learnat_cli.generation import ChatGenerator
+    from learnat_cli.models import ChatModel
+    from learnat_cli.schema import load_schema
+    from learnat_cli.stages.ask import AskConfig, answer, as_generate, complexity
     from learnat_cli.stages.index import DemoIndex, build_index, demo_from_record
 
     root = Path(args.spider)
     dev = list(load_examples(root / "dev.json"))
+    if args.throughput:
+        return throughput(args, dev, root, ChatModel(args.model, backend=args.backend))
 
     def db_of(ex):
         return root / "database" / ex.db_id / f"{ex.db_id}.sqlite"
@@ -75,10 +86,11 @@ def main(argv=None) -> int:
             fp += simple_pred and not simple_true
             fn += (not simple_pred) and simple_true
             tn += (not simple_pred) and not simple_true
+        hard_fast = sum(1 for ex in dev if complexity(ex.question, schemas[ex.db_id]) <= thr
+                        and spider_hardness(ex.gold) in ("hard", "extra"))
         print(f"threshold {thr}: fast path for {100 * (tp + fp) / len(dev):.1f}% of questions; "
-              f"precision (easy among fast) {100 * tp / max(1, tp + fp):.1f}%, recall of easy {100 * tp / max(1, tp + fn):.1f}%, "
-              f"hard/extra sent to fast path: "
-              f"{sum(1 for ex in dev if complexity(ex.question, schemas[ex.db_id]) <= thr and spider_hardness(ex.gold) in ('hard', 'extra'))}")
+              f"precision (easy among fast) {100 * tp / max(1, tp + fp):.1f}%, "
+              f"recall of easy {100 * tp / max(1, tp + fn):.1f}%, hard/extra sent to fast path: {hard_fast}")
 
     # 2. the index over Spider train
     idx_dir = Path(args.index)
@@ -86,12 +98,13 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows = (demo_from_record(e.model_dump()) for e in load_examples(root / "train_spider.json"))
         info = build_index(rows, idx_dir)
-        print(f"\n== built Spider train index: {info.count} demonstrations in {time.perf_counter() - t0:.1f} s")
+        print(f"\n== built Spider train index: {info.count} demonstrations in "
+              f"{time.perf_counter() - t0:.1f} s")
     index = DemoIndex(idx_dir)
 
     sample = random.Random(args.seed).sample(dev, args.n)
     t0 = time.perf_counter()
-    gen = ChatGenerator(args.model, backend=args.backend)
+    gen = ChatModel(args.model, backend=args.backend)
     print(f"\n== ask on {args.n} Spider dev questions (seeded), {args.backend} backend, "
           f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     rows_path = Path(args.rows or f"bench-results/ask-{args.backend}-n{args.n}.jsonl")
@@ -110,8 +123,7 @@ def main(argv=None) -> int:
                 ap.error(f"{rows_path}:{n}: not a JSON line")
             done[(r["config"], r["id"])] = r
 
-    def generate(messages, n_tokens, temperature):
-        return gen.chat(messages, max_new_tokens=n_tokens, temperature=temperature)[0]
+    generate = as_generate(gen)  # stops at the Final SQL line, as `learnat ask` does
 
     all_configs = {"zero": ("zero-shot", "never", None), "demos": ("demos (k=3)", "never", index),
                    "always": ("demos + decomposition (fast path off)", "always", index),
@@ -130,7 +142,8 @@ def main(argv=None) -> int:
                 if ans.error is None and ans.pred:
                     ok, _ = exec_match(db_of(ex), ans.pred, ex.gold, "spider", 30.0)
                 r = {"config": name, "id": ex.id, "question": ex.question, "gold": ex.gold, "pred": ans.pred,
-                     "error": ans.error, "ok": bool(ok), "latency_s": ans.latency_s, "decomposed": ans.decomposed,
+                     "error": ans.error, "ok": bool(ok), "latency_s": ans.latency_s,
+                     "decomposed": ans.decomposed,
                      "hardness": spider_hardness(ex.gold)}
                 with rows_path.open("a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -142,13 +155,37 @@ def main(argv=None) -> int:
         results[name] = (correct / len(sample), lat)
         levels = {k: f"{100 * sum(v) / len(v):.0f}% of {len(v)}" for k, v in sorted(by_level.items())}
         print(f"{name:40s} EX {100 * correct / len(sample):5.1f}%  p50 {statistics.median(lat):5.1f} s  "
-              f"p95 {pct(lat, 0.95):5.1f} s  decomposed {decomposed}/{len(sample)}  errors {errors}  {levels}",
+              f"p95 {pct(lat, 0.95):5.1f} s  decomposed {decomposed}/{len(sample)}  errors {errors}  "
+              f"{levels}",
               flush=True)
-    on, off = results.get("demos + adaptive (fast path on)"), results.get("demos + decomposition (fast path off)")
+    on = results.get("demos + adaptive (fast path on)")
+    off = results.get("demos + decomposition (fast path off)")
     if on and off:
-        print(f"fast path: p50 latency {statistics.median(on[1]) / statistics.median(off[1]):.2f}x of always-decompose, "
+        print(f"fast path: p50 latency {statistics.median(on[1]) / statistics.median(off[1]):.2f}x of "
+              f"always-decompose, "
               f"accuracy {100 * on[0]:.1f}% vs {100 * off[0]:.1f}%")
     return 0
+
+
+def throughput(args, dev, root, lm) -> int:
+    """Batch ask, zero-shot greedy, one at a time vs ``--batch-size`` (same predictions required)."""
+    from learnat_cli.stages.ask import AskConfig, AskReport, ask
+
+    sample = random.Random(args.seed).sample(dev, args.throughput)
+    cfg = AskConfig(decompose="never", k_demos=0, max_new_tokens=args.max_new_tokens)
+    db_root = str(root / "database")
+    out = {}
+    for bs in (1, args.batch_size):
+        t0 = time.perf_counter()
+        recs = list(ask(sample, lm, cfg, AskReport(), db_root=db_root, batch_size=bs))
+        dt = time.perf_counter() - t0
+        out[bs] = [(r.pred, r.error) for r in recs]
+        print(f"batch size {bs:3d}: {len(sample)} questions in {dt:6.1f} s = {len(sample) / dt:.3f} q/s "
+              f"({sum(r.error is None for r in recs)} ran without error)", flush=True)
+        out[f"t{bs}"] = dt
+    same = out[1] == out[args.batch_size]
+    print(f"speed-up {out['t1'] / out[f't{args.batch_size}']:.2f}x; predictions identical: {same}")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

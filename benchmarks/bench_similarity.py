@@ -3,9 +3,9 @@
     python benchmarks/bench_similarity.py --spider ../shared/spider [--pairs 20000] [--quick]
 
 Both run on the same normalised label trees (learnat_cli.sql.label_tree). learnat is timed cold (parsing and
-normalising included, caches cleared) and warm (trees cached); zss (simple_distance, Zhang-Shasha) on a subset,
-since it is far slower; rates are compared per pair. Quality check: the Pearson/Spearman correlation between the
-pq-gram similarity and 1 - TED / max(|a|, |b|) on the subset.
+normalising included, caches cleared) and warm (trees cached); zss (simple_distance, Zhang-Shasha) on a
+subset, since it is far slower; rates are compared per pair. Quality check: the Pearson/Spearman correlation
+between the pq-gram similarity and 1 - TED / max(|a|, |b|) on the subset.
 """
 
 from __future__ import annotations

@@ -129,10 +129,11 @@ def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
 
     import torch
 
-    from learnat_cli.training.runner import SftConfig, build_sft_trainer, resolve_model_path
+    from learnat_cli.models import resolve_model
+    from learnat_cli.training.runner import SftConfig, build_sft_trainer
 
     try:
-        path = resolve_model_path(model_spec)
+        path = resolve_model(model_spec)
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         return {"skipped": f"no 0.5B student: {e}"}
     rows = _sft_rows(steps + 2)

@@ -1,112 +1,104 @@
-"""`learnat decompose`: MCTS decomposition synthesis with AST pruning."""
+"""`learnat decompose`: MCTS decomposition synthesis with AST pruning (parsing and printing only; the stage is
+learnat_cli.stages.decompose)."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from .common import DbRootOpt, DialectOpt, OutputOpt, console, progress, run, sink
+from .common import console, progress, run, sink
+
+Opt = typer.Option
 
 
 def _shard(s: str) -> tuple[int, int]:
+    from learnat_cli.errors import LearnatError
+
     try:
         i, n = (int(x) for x in s.split("/"))
-        if not 0 <= i < n:
-            raise ValueError
-        return i, n
     except ValueError:
-        from learnat_cli.errors import LearnatError
-
         raise LearnatError(f"--shard must be I/N with 0 <= I < N, got {s!r}", field="shard") from None
+    return i, n
+
+
+def decompose_cmd(
+    input: Annotated[str, typer.Argument(help="Examples with gold SQL (learnat JSONL, Spider/BIRD JSON); - stdin.")] = "-",
+    teacher: Annotated[str, Opt(help="ast | local | hf:PATH | glm-4-plus | openai:MODEL | a name at --teacher-url.")] = "ast",
+    teacher_url: Annotated[Optional[str], Opt(help="OpenAI-compatible base URL (…/v1).")] = None,
+    teacher_model: Annotated[Optional[str], Opt(help="Model name at --teacher-url.")] = None,
+    api_key: Annotated[Optional[str], Opt(help="API key (default: the preset's environment variable).")] = None,
+    concurrency: Annotated[int, Opt(help="Teacher requests in flight.")] = 8,
+    workers: Annotated[int, Opt(help="Examples searched concurrently.")] = 4,
+    temperature: Annotated[float, Opt(help="Teacher sampling temperature.")] = 0.8,
+    simulations: Annotated[int, Opt(help="MCTS simulations per example (paper: 50).")] = 50,
+    max_depth: Annotated[int, Opt(help="Maximum decomposition depth (paper: 5).")] = 5,
+    children: Annotated[int, Opt(help="Candidates proposed per expansion.")] = 4,
+    c_uct: Annotated[float, Opt("--c", help="UCT exploration constant (paper: 1.41).")] = 1.41,
+    alpha: Annotated[float, Opt(help="Reward weight of node coverage (paper: 0.7).")] = 0.7,
+    prune: Annotated[bool, Opt("--prune/--no-prune", help="Expand only progressive nodes.")] = True,
+    early_stop: Annotated[bool, Opt("--early-stop/--no-early-stop", help="Stop at the first gold match.")] = True,
+    db: Annotated[Optional[str], Opt(help="One .sqlite file for every example.")] = None,
+    db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT", help="Folder of <db_id>/<db_id>.sqlite.")] = None,
+    tables: Annotated[Optional[str], Opt(help="tables.json for schemas without databases.")] = None,
+    trees: Annotated[Optional[str], Opt(help="Write the full search trees here; -o then holds trajectories.")] = None,
+    slim: Annotated[bool, Opt(help="Leave the tree nodes out of the main output.")] = False,
+    show_tree: Annotated[bool, Opt(help="Render each search tree on stderr (with a legend).")] = False,
+    limit: Annotated[Optional[int], Opt(help="At most this many examples in all (a rerun included).")] = None,
+    shard: Annotated[str, Opt(help="I/N: this machine's share of the examples.")] = "0/1",
+    cache: Annotated[bool, Opt("--cache/--no-cache", help="Cache teacher calls on disk.")] = True,
+    cache_dir: Annotated[Optional[str], Opt(help="Teacher cache folder.")] = None,
+    prompts: Annotated[Optional[str], Opt(help="Folder overriding prompt templates.")] = None,
+    seed: Annotated[int, Opt(help="Seed of the teacher's sampling (same seed, same output).")] = 0,
+    dialect: Annotated[str, Opt(help="sqlglot dialect of the SQL.")] = "sqlite",
+    output: Annotated[Optional[str], Opt("-o", "--output", help="Write JSONL here instead of stdout.")] = None,
+) -> None:
+    """Search decompositions of each example; write the best trajectories (with their trees) as JSONL."""
+
+    def go() -> None:
+        from learnat_cli.stages.decompose import DecomposeConfig, resume, select_examples
+        from learnat_cli.stages.decompose import run as stage
+        from learnat_cli.synthesis.mcts import MctsConfig
+        from learnat_cli.synthesis.teachers import default_cache
+
+        cfg = DecomposeConfig(
+            mcts=MctsConfig(simulations=simulations, max_depth=max_depth, c=c_uct, children=children, alpha=alpha,
+                            prune=prune, early_stop=early_stop),
+            db=db, db_root=db_root, tables=tables, dialect=dialect, limit=limit, shard=_shard(shard),
+            workers=workers, teacher=teacher,
+            teacher_options=dict(url=teacher_url, model=teacher_model, api_key=api_key, concurrency=concurrency,
+                                 temperature=temperature, cache=default_cache(cache, cache_dir), seed=seed,
+                                 prompts_dir=prompts))
+        cfg.check()
+        files = output not in (None, "-")
+        skip = resume(output, trees) if files else set()
+        if skip:
+            console.print(f"resuming: {len(skip)} example(s) already in {output}")
+        examples = list(select_examples(input, cfg, skip))
+        records, report = stage(examples, cfg)
+        with sink(output, append=files) as out, sink(trees, append=files) if trees else _none() as tout, \
+                progress() as prog:
+            task = prog.add_task("decompose", total=len(examples))
+            for rec in records:
+                full = rec.model_dump(mode="json")
+                if tout is not None:
+                    tout.write(full)  # the tree first: a crash in between is repaired by resume()
+                out.write({k: v for k, v in full.items() if k != "nodes"} if slim or trees else full)
+                if show_tree:
+                    from .tree_view import render_tree
+
+                    console.print(render_tree(rec))
+                prog.advance(task)
+        console.print(report.summary())
+
+    run(go)
+
+
+def _none():
+    import contextlib
+
+    return contextlib.nullcontext(None)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("decompose")
-    def decompose_cmd(
-        input: str = typer.Argument("-", help="Examples with gold SQL (learnat JSONL, Spider/BIRD JSON); - stdin."),
-        teacher: str = typer.Option("ast", "--teacher", help="ast | local | hf:PATH | glm-4-plus | openai:MODEL | "
-                                    "a model name served at --teacher-url."),
-        teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL (…/v1)."),
-        teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name at --teacher-url."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: the preset's env var)."),
-        concurrency: int = typer.Option(8, "--concurrency", help="Teacher requests in flight."),
-        workers: int = typer.Option(4, "--workers", help="Examples searched concurrently."),
-        temperature: float = typer.Option(0.8, "--temperature", help="Teacher sampling temperature."),
-        simulations: int = typer.Option(50, "--simulations", help="MCTS simulations per example (paper: 50)."),
-        max_depth: int = typer.Option(5, "--max-depth", help="Maximum decomposition depth (paper: 5)."),
-        children: int = typer.Option(4, "--children", help="Candidates proposed per expansion."),
-        c_uct: float = typer.Option(1.41, "--c", help="UCT exploration constant (paper: 1.41)."),
-        alpha: float = typer.Option(0.7, "--alpha", help="Reward weight of node coverage (paper: 0.7)."),
-        prune: bool = typer.Option(True, "--prune/--no-prune", help="Expand only progressive nodes."),
-        early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop at the first gold match."),
-        db: Optional[str] = typer.Option(None, "--db", help="One .sqlite file for every example."),
-        db_root: Optional[str] = DbRootOpt,
-        tables: Optional[str] = typer.Option(None, "--tables", help="tables.json for schemas without databases."),
-        trees: Optional[str] = typer.Option(None, "--trees", help="Also write the full scored trees here."),
-        slim: bool = typer.Option(False, "--slim", help="Leave the tree nodes out of the main output."),
-        show_tree: bool = typer.Option(False, "--show-tree", help="Render each search tree on stderr."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="At most this many examples."),
-        shard: str = typer.Option("0/1", "--shard", help="I/N: this machine's share of the examples."),
-        cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache teacher calls on disk."),
-        cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Teacher cache folder."),
-        prompts: Optional[str] = typer.Option(None, "--prompts", help="Folder overriding prompt templates."),
-        seed: int = typer.Option(0, "--seed"),
-        dialect: str = DialectOpt,
-        output: Optional[str] = OutputOpt,
-    ) -> None:
-        """Search decompositions of each example; write best trajectories (with their trees) as JSONL."""
-
-        def go():
-            from learnat_cli.stages.decompose import DecomposeConfig, decompose_all, select_examples
-            from learnat_cli.jsonl import done_ids
-            from learnat_cli.synthesis.mcts import MctsConfig
-            from learnat_cli.synthesis.teachers import default_cache, make_teacher
-
-            cfg = DecomposeConfig(
-                mcts=MctsConfig(simulations=simulations, max_depth=max_depth, c=c_uct, children=children,
-                                alpha=alpha, prune=prune, early_stop=early_stop),
-                db=db, db_root=db_root, tables=tables, dialect=dialect, limit=limit, shard=_shard(shard),
-                workers=workers)
-            t = make_teacher(teacher, url=teacher_url, model=teacher_model, api_key=api_key,
-                             concurrency=concurrency, temperature=temperature,
-                             cache=default_cache(cache, cache_dir), dialect=dialect, seed=seed,
-                             prompts_dir=prompts)
-            resume = output not in (None, "-")
-            skip = done_ids(output) if resume else set()
-            if skip:
-                console.print(f"resuming: {len(skip)} example(s) already in {output}")
-            examples = list(select_examples(input, cfg, skip))
-            stats = {"n": 0, "gold": 0, "calls": 0}
-            tree_sink = sink(trees, append=trees not in (None, "-")) if trees else None
-            with sink(output, append=resume) as out, progress() as prog:
-                tsink = tree_sink.__enter__() if tree_sink else None
-                task = prog.add_task("decompose", total=len(examples))
-                try:
-                    def on_done(rec):
-                        full = rec.model_dump(mode="json")
-                        if tsink is not None:
-                            tsink.write(full)
-                        if slim:
-                            full = {k: v for k, v in full.items() if k != "nodes"}
-                        out.write(full)
-                        stats["n"] += 1
-                        stats["gold"] += int(rec.reached_gold)
-                        stats["calls"] += rec.teacher_calls
-                        if show_tree:
-                            from .tree_view import render_tree
-
-                            console.print(render_tree(rec))
-                        prog.advance(task)
-
-                    asyncio.run(decompose_all(examples, t, cfg, on_done))
-                finally:
-                    if tree_sink:
-                        tree_sink.__exit__(None, None, None)
-            n = stats["n"]
-            if n:
-                console.print(f"decomposed {n} example(s): {stats['gold']} reached the gold "
-                              f"({100 * stats['gold'] / n:.1f}%), {stats['calls'] / n:.2f} teacher calls each")
-
-        run(go)
+    app.command("decompose")(decompose_cmd)

@@ -13,7 +13,8 @@ app = typer.Typer(
     help="LearNAT toolkit: NL2SQL with AST-guided task decomposition. Stages read and write JSONL "
          "(stdin/stdout by default, -o FILE otherwise); progress and tables go to stderr.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -30,8 +31,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", envvar="LEARNAT_QUIET",
+                                     help="No progress or info on stderr (errors still print).")) -> None:
     """LearNAT toolkit."""
+    from .common import set_quiet
+
+    set_quiet(quiet)
 
 
 for _name in SUBCOMMANDS:

@@ -1,51 +1,54 @@
-"""`learnat score`: AST similarity and execution match of SQL pairs."""
+"""`learnat score`: AST similarity and execution match of SQL pairs (parsing and printing only; the stage is
+learnat_cli.stages.score)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from .common import DbRootOpt, DialectOpt, OutputOpt, console, run, sink
+from .common import console, run, sink
+
+Opt = typer.Option
+METRIC_HELP = "exec_match semantics: bird | spider. Default: from the input's origin, else bird."
+
+
+def score_cmd(
+    input: Annotated[str, typer.Argument(help="JSONL rows with predicted and gold SQL; - for stdin.")] = "-",
+    pred_field: Annotated[str, Opt(help="Field holding the predicted SQL.")] = "pred",
+    gold_field: Annotated[str, Opt(help="Field holding the gold SQL.")] = "gold",
+    db: Annotated[Optional[str], Opt(help="A .sqlite file: also compute exec_match.")] = None,
+    db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT",
+                                          help="Folder of <db_id>/<db_id>.sqlite; overrides rows' db_path.")] = None,
+    metric: Annotated[Optional[str], Opt(help=METRIC_HELP)] = None,
+    keep_distinct: Annotated[bool, Opt(help="spider: keep DISTINCT (the official tool removes it).")] = False,
+    timeout: Annotated[float, Opt(help="Per-query time limit in seconds.")] = 30.0,
+    max_bytes: Annotated[int, Opt(help="Per-query result limit in bytes; over it, exec_match is false.")] = 256 * 2**20,
+    dialect: Annotated[str, Opt(help="sqlglot dialect of the SQL.")] = "sqlite",
+    output: Annotated[Optional[str], Opt("-o", "--output", help="Write JSONL here instead of stdout.")] = None,
+) -> None:
+    """Add ast_similarity, parses (and exec_match with a database) to each row."""
+
+    def go() -> None:
+        from learnat_cli.stages.score import ScoreConfig, score
+
+        cfg = ScoreConfig(pred_field=pred_field, gold_field=gold_field, dialect=dialect, db=db, db_root=db_root,
+                          metric=metric, timeout_s=timeout, max_bytes=max_bytes, keep_distinct=keep_distinct)
+        rows, rep = score(input, cfg)
+        with sink(output) as out:
+            for row in rows:
+                out.write(row)
+        n = rep.rows
+        t = Table(title="learnat score" + (f" (exec: {rep.metric}, {rep.metric_chosen_by})" if rep.exec_rows else ""))
+        for c in ("rows", "parse rate", "mean AST similarity", "exec match"):
+            t.add_column(c, justify="right")
+        t.add_row(str(n), f"{100 * rep.parsed / n:.1f}%" if n else "-", f"{rep.similarity_sum / n:.3f}" if n else "-",
+                  f"{100 * rep.exec_correct / rep.exec_rows:.1f}%" if rep.exec_rows else "-")
+        console.print(t)
+
+    run(go)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("score")
-    def score_cmd(
-        input: str = typer.Argument("-", help="JSONL rows with predicted and gold SQL; - for stdin."),
-        pred_field: str = typer.Option("pred", "--pred-field", help="Field holding the predicted SQL."),
-        gold_field: str = typer.Option("gold", "--gold-field", help="Field holding the gold SQL."),
-        db: Optional[str] = typer.Option(None, "--db", help="A .sqlite file: also compute exec_match."),
-        db_root: Optional[str] = DbRootOpt,
-        metric: str = typer.Option("bird", "--metric", help="exec_match semantics: bird or spider."),
-        dialect: str = DialectOpt,
-        output: Optional[str] = OutputOpt,
-    ) -> None:
-        """Add ast_similarity, parses (and exec_match with a database) to each row."""
-
-        def go():
-            from learnat_cli.stages.score import ScoreConfig, score_rows
-
-            cfg = ScoreConfig(pred_field=pred_field, gold_field=gold_field, dialect=dialect, db=db,
-                              db_root=db_root, metric=metric)
-            n = parsed = 0
-            sim = 0.0
-            em = em_n = 0
-            with sink(output) as out:
-                for row in score_rows(input, cfg):
-                    out.write(row)
-                    n += 1
-                    parsed += row["parses"]
-                    sim += row["ast_similarity"]
-                    if "exec_match" in row:
-                        em_n += 1
-                        em += row["exec_match"]
-            t = Table(title="learnat score")
-            for c in ("rows", "parse rate", "mean AST similarity", "exec match"):
-                t.add_column(c, justify="right")
-            t.add_row(str(n), f"{100 * parsed / n:.1f}%" if n else "-", f"{sim / n:.3f}" if n else "-",
-                      f"{100 * em / em_n:.1f}%" if em_n else "-")
-            console.print(t)
-
-        run(go)
+    app.command("score")(score_cmd)

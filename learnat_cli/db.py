@@ -1,30 +1,41 @@
-"""Databases: resolving ``--db``, schema extraction and prompt rendering, and safe read-only execution.
+"""Databases: resolving ``--db`` and the one read-only executor (schemas: :mod:`learnat_cli.schema`).
+
+Inputs: a database file (or a ``db_id`` under a root) and SQL text; outputs: columns and rows, or a
+:class:`QueryError`. Used by ``ask`` (paper sec. 3.4), ``decompose``'s execution check, ``score`` and ``eval``
+(sec. 4) alike, so every stage has the same limits and the same messages.
 
 Safety of generated SQL (a model's output is untrusted):
-1. the file is opened read-only through SQLite's URI (``mode=ro``), so the OS-level handle cannot write;
+1. the file is opened read-only through SQLite's URI (``mode=ro``), built from the percent-escaped absolute
+   path (``#``, ``?``, ``%`` and spaces in a path can neither drop ``mode=ro`` nor open another file); a WAL-mode
+   file without a live ``-wal`` is opened ``immutable=1`` so that reading creates no ``-wal``/``-shm``;
 2. an authorizer denies every action but reading (no INSERT/UPDATE/DELETE/DDL/ATTACH/PRAGMA writes/functions
    that load extensions), so a write fails at *prepare* time with :class:`WriteRefused`;
-3. a progress handler aborts a statement past its time limit (:class:`QueryTimeout`);
-4. at most ``max_rows`` rows are fetched (``truncated`` says so).
+3. a progress handler aborts a statement past its time limit (:class:`QueryTimeout`, default 30 s);
+4. a result is bounded in bytes (:class:`ResultTooLarge`, default 256 MiB, ``--max-bytes``) and optionally in
+   rows (``truncated`` says so).
 The database file is never modified: the tests check it stays byte-identical.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from learnat_cli.errors import LearnatError
+from learnat_cli.schema import (Column, ForeignKey, Schema, Table, load_schema,  # noqa: F401  (re-exports: moved
+                                render_schema, schema_from_tables_json)  # to learnat_cli.schema)
 
 DEFAULT_TIMEOUT_S = 30.0  # BIRD's official evaluator (shared/README.md)
 DEFAULT_MAX_ROWS = 10_000
+# Result size limit per query (text and BLOB bytes + 8 per number; :func:`value_bytes`): far above any Spider or
+# BIRD gold result, far below a machine's memory. ``--max-bytes`` changes it.
+DEFAULT_MAX_BYTES = 256 * 2**20
 
 
 class QueryError(LearnatError):
@@ -37,6 +48,10 @@ class QueryTimeout(QueryError):
 
 class WriteRefused(QueryError):
     pass
+
+
+class ResultTooLarge(QueryError):
+    """The result passed ``max_bytes``: an error for that query (eval counts the item wrong, as a timeout)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,8 +82,10 @@ def resolve_db(db: Optional[str] = None, *, db_id: Optional[str] = None, db_root
             return found
     if not tried:
         raise LearnatError("no database given: pass --db FILE or --db-root DIR with rows that have db_id")
-    hint = "" if root else " (set --db-root or LEARNAT_DB_ROOT for ROOT/db_id names)"
-    raise LearnatError(f"database not found: tried {', '.join(dict.fromkeys(tried))}{hint}", field="db")
+    hint = "" if root else "; set --db-root or LEARNAT_DB_ROOT"
+    raise LearnatError(f"database not found: tried {', '.join(dict.fromkeys(tried))} (expected "
+                       f"ROOT/<db_id>/<db_id>.sqlite: Spider's database/<db>/<db>.sqlite, BIRD's "
+                       f"dev_databases/<db>/<db>.sqlite{hint})", field="db")
 
 
 def _under_root(rel: Path, root: Optional[str], tried: list[str]) -> Optional[Path]:
@@ -89,65 +106,68 @@ def _under_root(rel: Path, root: Optional[str], tried: list[str]) -> Optional[Pa
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Schema
-
-
-@dataclass
-class Column:
-    name: str
-    type: str = ""
-    primary_key: bool = False
-    samples: list = field(default_factory=list)
-    description: str = ""
-
-
-@dataclass
-class ForeignKey:
-    column: str
-    ref_table: str
-    ref_column: str
-
-
-@dataclass
-class Table:
-    name: str
-    columns: list[Column] = field(default_factory=list)
-    foreign_keys: list[ForeignKey] = field(default_factory=list)
-
-
-@dataclass
-class Schema:
-    tables: list[Table] = field(default_factory=list)
-    db_id: str = ""
-
-    def table(self, name: str) -> Optional[Table]:
-        low = name.lower()
-        return next((t for t in self.tables if t.name.lower() == low), None)
-
-    def names(self) -> tuple[set[str], dict[str, set[str]]]:
-        """(table names, table -> column names), lower-cased, for validation."""
-        tabs = {t.name.lower() for t in self.tables}
-        cols = {t.name.lower(): {c.name.lower() for c in t.columns} for t in self.tables}
-        return tabs, cols
+# Read-only connections
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sqlite_uri(path: str | Path, *, immutable: bool = False) -> str:
+    """``file:`` URI of an absolute path, percent-escaped (RFC 3986, so ``#``, ``?``, ``%``, spaces and
+    non-ASCII names reach SQLite intact), read-only (``mode=ro``); ``immutable=1`` on request."""
+    from urllib.parse import quote
+
+    abs_path = Path(path).expanduser().resolve().as_posix()
+    return f"file:{quote(abs_path, safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _is_wal(p: Path) -> bool:
+    """The header says WAL (bytes 18-19 = 2): a reader would create ``-wal``/``-shm`` beside the file."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
+
+
 def connect_ro(path: str | Path, timeout_s: Optional[float] = None) -> sqlite3.Connection:
-    """A read-only connection with the write-denying authorizer installed."""
-    p = Path(path)
+    """A read-only connection with the write-denying authorizer installed.
+
+    A WAL-mode file whose ``-wal`` is absent (fully checkpointed: no writer is active) is opened with
+    ``immutable=1``: SQLite then reads the main file only and creates no ``-wal``/``-shm`` files (plain
+    ``mode=ro`` leaves both behind, measured), so reading works on a read-only folder and leaves it untouched.
+    With a live ``-wal`` the normal read-only mode is used (it holds committed data the main file lacks)."""
+    p = Path(path).expanduser()
     if not p.is_file():
         raise LearnatError("database file not found", file=str(p))
-    uri = f"file:{p.resolve().as_posix()}?mode=ro"
+    wal = _is_wal(p)
+    immutable = wal and not Path(str(p) + "-wal").exists()
     try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(sqlite_uri(p, immutable=immutable), uri=True, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file now: errors here
     except sqlite3.Error as e:
-        raise LearnatError(f"cannot open database: {e}", file=str(p)) from None
-    conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
+        if wal and not immutable:  # e.g. a -wal but no -shm on a read-only folder
+            try:
+                conn = sqlite3.connect(sqlite_uri(p, immutable=True), uri=True, check_same_thread=False)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as e2:
+                raise LearnatError(f"cannot open database: {e2}", file=str(p)) from None
+        else:
+            msg = "not a SQLite database" if "not a database" in str(e) else f"cannot open database: {e}"
+            raise LearnatError(msg, file=str(p)) from None
+    conn.text_factory = _text_replace
     conn.set_authorizer(_authorizer)
     return conn
+
+
+def _text_replace(b: bytes) -> str:
+    return b.decode("utf-8", errors="replace")
+
+
+def _text_ignore(b: bytes) -> str:  # the Spider test-suite evaluator's text_factory
+    return b.decode("utf-8", errors="ignore")
 
 
 _READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
@@ -167,153 +187,6 @@ def _authorizer(action, arg1, arg2, dbname, source):
     return sqlite3.SQLITE_DENY
 
 
-@lru_cache(maxsize=256)
-def _load_schema_cached(path: str, mtime: float, n_samples: int) -> Schema:
-    conn = connect_ro(path)
-    try:
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-        tables = []
-        for name in names:
-            cols = [Column(name=r[1], type=r[2] or "", primary_key=bool(r[5]))
-                    for r in conn.execute(f"PRAGMA table_info({_q(name)})")]
-            fks = [ForeignKey(column=r[3], ref_table=r[2], ref_column=r[4] or "")
-                   for r in conn.execute(f"PRAGMA foreign_key_list({_q(name)})")]
-            if n_samples:
-                for c in cols:
-                    try:
-                        rows = conn.execute(
-                            f"SELECT DISTINCT {_q(c.name)} FROM {_q(name)} WHERE {_q(c.name)} IS NOT NULL "
-                            f"LIMIT {int(n_samples)}").fetchall()
-                        c.samples = [r[0] for r in rows if not isinstance(r[0], bytes)]
-                    except sqlite3.Error:
-                        c.samples = []
-            tables.append(Table(name=name, columns=cols, foreign_keys=fks))
-    finally:
-        conn.close()
-    return Schema(tables=tables, db_id=Path(path).stem)
-
-
-def load_schema(db_path: str | Path, n_samples: int = 3) -> Schema:
-    """Tables, columns (types, primary keys), foreign keys and up to ``n_samples`` distinct values per column."""
-    p = Path(db_path)
-    if not p.is_file():
-        raise LearnatError("database file not found", file=str(p))
-    return _load_schema_cached(str(p.resolve()), p.stat().st_mtime, n_samples)
-
-
-def schema_from_tables_json(path: str | Path, db_id: str) -> Schema:
-    """A schema from Spider/BIRD ``tables.json`` (for databases that are not on disk, e.g. BIRD dev here)."""
-    entries = _tables_json(str(path))
-    e = entries.get(db_id)
-    if e is None:
-        raise LearnatError(f"db_id {db_id!r} not in tables file", file=str(path), field="db_id")
-    names = e.get("table_names_original") or e["table_names"]
-    cols = e.get("column_names_original") or e["column_names"]
-    types = e.get("column_types") or []
-    pks = set()
-    for pk in e.get("primary_keys", []):
-        pks.update(pk if isinstance(pk, list) else [pk])
-    tables = [Table(name=n) for n in names]
-    for i, (ti, cname) in enumerate(cols):
-        if ti < 0:
-            continue
-        tables[ti].columns.append(Column(name=cname, type=(types[i] if i < len(types) else "").upper(),
-                                         primary_key=i in pks))
-    for a, b in e.get("foreign_keys", []):
-        ta, ca = cols[a]
-        tb, cb = cols[b]
-        tables[ta].foreign_keys.append(ForeignKey(column=ca, ref_table=names[tb], ref_column=cb))
-    return Schema(tables=tables, db_id=db_id)
-
-
-@lru_cache(maxsize=8)
-def _tables_json(path: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LearnatError("no such file", file=path) from None
-    except json.JSONDecodeError as e:
-        raise LearnatError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
-    return {d["db_id"]: d for d in data}
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~3.5 characters per token for SQL-ish text with BPE tokenizers)."""
-    return int(len(text) / 3.5) + 1
-
-
-def _fmt_value(v) -> str:
-    if isinstance(v, str):
-        v = v if len(v) <= 40 else v[:37] + "..."
-        return "'" + v.replace("'", "''") + "'"
-    return str(v)
-
-
-def render_table(t: Table, with_samples: bool = True) -> str:
-    lines = []
-    pk = [c.name for c in t.columns if c.primary_key]
-    for c in t.columns:
-        line = f"  {_q(c.name) if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', c.name) else c.name}"
-        if c.type:
-            line += f" {c.type}"
-        if len(pk) == 1 and c.primary_key:
-            line += " PRIMARY KEY"
-        extra = []
-        if with_samples and c.samples:
-            extra.append("e.g. " + ", ".join(_fmt_value(v) for v in c.samples))
-        if c.description:
-            extra.append(c.description)
-        lines.append((line, " -- " + "; ".join(extra) if extra else ""))
-    if len(pk) > 1:
-        lines.append((f"  PRIMARY KEY ({', '.join(pk)})", ""))
-    for fk in t.foreign_keys:
-        lines.append((f"  FOREIGN KEY ({fk.column}) REFERENCES {fk.ref_table}({fk.ref_column})", ""))
-    body = []
-    for i, (code, comment) in enumerate(lines):
-        sep = "," if i < len(lines) - 1 else ""
-        body.append(code + sep + comment)
-    name = t.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t.name) else _q(t.name)
-    return f"CREATE TABLE {name} (\n" + "\n".join(body) + "\n);"
-
-
-def _relevance(t: Table, words: set[str]) -> float:
-    def toks(s: str) -> set[str]:
-        return {w for w in re.split(r"[^a-z0-9]+", s.lower()) if len(w) > 2}
-    score = 3.0 * len(toks(t.name) & words)
-    for c in t.columns:
-        score += len(toks(c.name) & words)
-    return score
-
-
-def render_schema(schema: Schema, max_tokens: int = 2048, question: Optional[str] = None,
-                  count_tokens: Callable[[str], int] = estimate_tokens) -> str:
-    """Prompt-ready CREATE statements within ``max_tokens``. Whole tables only: when over budget, sample values
-    go first, then tables are kept in order of relevance to ``question`` (word overlap with table/column names,
-    tables referenced by kept tables' foreign keys next) and the rest are listed by name only."""
-    full = "\n\n".join(render_table(t) for t in schema.tables)
-    if count_tokens(full) <= max_tokens:
-        return full
-    bare = [render_table(t, with_samples=False) for t in schema.tables]
-    if count_tokens("\n\n".join(bare)) <= max_tokens:
-        return "\n\n".join(bare)
-    words = {w for w in re.split(r"[^a-z0-9]+", (question or "").lower()) if len(w) > 2}
-    order = sorted(range(len(schema.tables)), key=lambda i: -_relevance(schema.tables[i], words))
-    kept: list[int] = []
-    used = 0
-    for i in order:
-        cost = count_tokens(bare[i]) + 1
-        if used + cost > max_tokens * 0.9:
-            continue
-        kept.append(i)
-        used += cost
-    rest = [schema.tables[i].name for i in range(len(schema.tables)) if i not in kept]
-    text = "\n\n".join(bare[i] for i in sorted(kept))
-    if rest:
-        text += "\n\n-- Other tables (columns omitted): " + ", ".join(rest)
-    return text
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Execution
 
@@ -330,37 +203,117 @@ _WRITE_RE = re.compile(r"^\s*(insert|update|delete|drop|create|alter|replace|att
                        re.I)
 
 
-def execute(db_path: str | Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-            max_rows: int = DEFAULT_MAX_ROWS) -> QueryResult:
-    """Run one query read-only under a time limit; see the module docstring."""
-    conn = connect_ro(db_path)
-    deadline = time.monotonic() + timeout_s
-    timed_out = False
+def value_bytes(v: Any) -> int:
+    """The size a value is counted with against ``max_bytes``: text and BLOB length, 8 for numbers and NULL."""
+    if isinstance(v, (str, bytes)):
+        return len(v)
+    return 8
 
-    def _progress():
-        nonlocal timed_out
-        if time.monotonic() > deadline:
-            timed_out = True
+
+def json_value(v: Any) -> Any:
+    """A SQLite value as JSON: BLOBs as the SQL literal text ``X'0A1B'`` (upper-case hex), infinite floats as
+    ``"inf"``/``"-inf"``; text, integers, finite floats and NULL as themselves."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "X'" + bytes(v).hex().upper() + "'"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+              max_rows: Optional[int] = None, max_bytes: int = DEFAULT_MAX_BYTES
+              ) -> tuple[list[str], list[tuple], bool]:
+    """The one executor: run ``sql`` on a connection from :func:`connect_ro`; returns (columns, rows, truncated).
+
+    Limits: ``timeout_s`` (a progress handler aborts the statement: :class:`QueryTimeout`); ``max_bytes`` over
+    the whole result (:func:`value_bytes`; rows are fetched in batches and the query stops as soon as the total
+    passes the limit, so no more than about the limit is ever held; SQLite's own length limit is set to it too,
+    so one huge value or row fails inside SQLite: :class:`ResultTooLarge`); ``max_rows`` (the rest is dropped and
+    ``truncated`` is true; ``None`` = all rows). Ctrl-C during the statement raises KeyboardInterrupt (it is not
+    mistaken for a timeout)."""
+    if not isinstance(sql, str):
+        raise QueryError("the SQL is not a string")
+    deadline = time.monotonic() + timeout_s
+    state = {"timeout": False, "interrupt": False}
+
+    def _progress() -> int:
+        try:
+            if time.monotonic() > deadline:
+                state["timeout"] = True
+                return 1
+            return 0
+        except KeyboardInterrupt:
+            state["interrupt"] = True
             return 1
-        return 0
 
     conn.set_progress_handler(_progress, 1000)
-    t0 = time.perf_counter()
+    limit_set = hasattr(conn, "setlimit")
+    old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1, min(max_bytes, 2**31 - 1))) if limit_set else 0
+    rows: list[tuple] = []
+    size = 0
+    truncated = False
     try:
         cur = conn.execute(sql)
-        rows = cur.fetchmany(max_rows + 1)
         cols = [d[0] for d in (cur.description or [])]
+        for r in cur:  # one row at a time: the byte count is checked before the next row is built
+            size += 16 + sum(value_bytes(v) for v in r)
+            if size > max_bytes:
+                raise ResultTooLarge(f"result larger than the limit of {max_bytes:,} bytes (--max-bytes)")
+            if max_rows is not None and len(rows) >= max_rows:
+                truncated = True
+                break
+            rows.append(tuple(r))
     except sqlite3.DatabaseError as e:
         msg = str(e)
-        if timed_out or "interrupted" in msg:
-            raise QueryTimeout(f"query timed out after {timeout_s:g} s") from None
+        if state["interrupt"] or ("interrupted" in msg and not state["timeout"]):
+            # interrupted before the deadline: Ctrl-C arrived inside the progress handler (the sqlite3 module
+            # swallows the KeyboardInterrupt there and aborts the statement)
+            raise KeyboardInterrupt from None
+        if state["timeout"] or "interrupted" in msg:
+            raise QueryTimeout(f"query timed out after {timeout_s:g} s (--timeout)") from None
+        if "too big" in msg:
+            raise ResultTooLarge(f"a value or row is larger than the limit of {max_bytes:,} bytes (--max-bytes)"
+                                 ) from None
         if "not authorized" in msg or "prohibited" in msg or "readonly" in msg or _WRITE_RE.match(sql or ""):
             raise WriteRefused(f"refused: learnat runs generated SQL read-only ({msg})") from None
         raise QueryError(f"SQLite error: {msg}") from None
-    except (sqlite3.Warning, ValueError) as e:
+    except (sqlite3.Warning, ValueError, OverflowError) as e:
         raise QueryError(f"SQLite error: {e}") from None
+    except MemoryError:
+        raise ResultTooLarge("out of memory while fetching the result (lower --max-bytes)") from None
+    finally:
+        conn.set_progress_handler(None, 0)
+        if limit_set:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
+    if state["interrupt"]:
+        raise KeyboardInterrupt
+    return cols, rows, truncated
+
+
+def execute(db_path: str | Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+            max_rows: Optional[int] = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> QueryResult:
+    """Open the file read-only, run one query with :func:`run_query`'s limits, close."""
+    conn = connect_ro(db_path)
+    t0 = time.perf_counter()
+    try:
+        cols, rows, truncated = run_query(conn, sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
     finally:
         conn.close()
-    truncated = len(rows) > max_rows
-    return QueryResult(columns=cols, rows=[tuple(r) for r in rows[:max_rows]], truncated=truncated,
-                       elapsed_s=time.perf_counter() - t0)
+    return QueryResult(columns=cols, rows=rows, truncated=truncated, elapsed_s=time.perf_counter() - t0)
+
+
+def resolve_row_db(row: dict[str, Any], db: Optional[str] = None, db_root: Optional[str] = None) -> Path:
+    """The database of one row (``score``, ``eval``): ``--db`` for every row; else ``db_id`` under ``--db-root``
+    (the override, given explicitly); else the row's ``db_path`` (``ask`` writes the file it used); else ``db_id``
+    under ``$LEARNAT_DB_ROOT``."""
+    db_id = row.get("db_id") if isinstance(row.get("db_id"), str) else None
+    db_path = row.get("db_path") if isinstance(row.get("db_path"), str) else None
+    if db:
+        return resolve_db(db, db_root=db_root)
+    if db_root and db_id:
+        try:
+            return resolve_db(db_id=db_id, db_root=db_root)
+        except LearnatError:
+            if not db_path:
+                raise
+    return resolve_db(db_id=db_id, db_root=db_root, db_path=db_path)

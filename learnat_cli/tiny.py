@@ -57,11 +57,12 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 400, hidden_size: in
     hf_tok.save_pretrained(path)
 
     torch.manual_seed(seed)
+    eos_id = int(hf_tok.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
+    pad_id = int(hf_tok.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
     cfg = Qwen2Config(vocab_size=len(hf_tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                       max_position_embeddings=2048, tie_word_embeddings=True,
-                      eos_token_id=hf_tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=hf_tok.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None)
+                      eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
     model = Qwen2ForCausalLM(cfg)
     model.generation_config.eos_token_id = cfg.eos_token_id
     model.generation_config.pad_token_id = cfg.pad_token_id

@@ -1,5 +1,5 @@
-"""The full training chain on tiny offline models: decompose (AST teacher) -> build-pairs -> sft -> mdpo, each stage
-reading the previous stage's output files, with the loss going down on a small repeated batch.
+"""The full training chain on tiny offline models: decompose (AST teacher) -> build-pairs -> sft -> mdpo, each
+stage reading the previous stage's output files, with the loss going down on a small repeated batch.
 
 It runs the real `learnat` subcommands in subprocesses.
 """
@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def learnat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    return subprocess.run([sys.executable, "-m", "learnat_commands.main", *args], input=stdin, capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=600, check=False)
+    return subprocess.run([sys.executable, "-m", "learnat_commands.main", *args], input=stdin,
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False)
 
 
 def _make_db(path: Path) -> Path:
@@ -69,7 +69,8 @@ def test_decompose_buildpairs_sft_mdpo_chain(tiny_model_dir, tmp_path):
 
     mdpo_out = tmp_path / "mdpo"
     res = learnat("mdpo", str(pairs), "--model", sft_man["adapter_dir"], "-o", str(mdpo_out), "--cpu",
-                  "--max-steps", "8", "--batch-size", str(min(n_pairs, 4)), "--grad-accum", "1", "--lr", "5e-3")
+                  "--max-steps", "8", "--batch-size", str(min(n_pairs, 4)), "--grad-accum", "1",
+                  "--lr", "5e-3")
     assert res.returncode == 0, res.stderr[-2000:]
     mdpo_man = json.loads(res.stdout)
     assert mdpo_man["init_adapter"] == str(sft_out)

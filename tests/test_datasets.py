@@ -34,3 +34,24 @@ def test_missing_question_names_line(tmp_path):
     with pytest.raises(LearnatError) as ei:
         list(load_examples(p))
     assert str(ei.value) == f"{p}:2: field 'question': missing required field"
+
+
+def test_spider_row_without_db_id_is_an_error(tmp_path):
+    p = tmp_path / "dev.json"
+    p.write_text(json.dumps([{"db_id": "a", "question": "q", "query": "SELECT 1"},
+                             {"question": "q2", "query": "SELECT 2"}]))
+    with pytest.raises(LearnatError) as ei:
+        list(load_examples(p))
+    assert str(ei.value).startswith(f"{p}:2: field 'db_id': missing required field")
+
+
+def test_non_string_gold_is_an_error_not_dropped(tmp_path):
+    spider = tmp_path / "dev.json"
+    spider.write_text(json.dumps([{"db_id": "a", "question": "q", "query": 42}]))
+    with pytest.raises(LearnatError) as ei:
+        list(load_examples(spider))
+    assert str(ei.value) == f"{spider}:1: field 'query': expected the gold SQL as a string"
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"id": "x", "question": "q", "gold": 42}\n')
+    with pytest.raises(LearnatError, match=r"mine.jsonl:1: field 'gold': "):
+        list(load_examples(mine))

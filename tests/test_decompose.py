@@ -1,4 +1,5 @@
-"""decompose end to end on the sample database with the AST teacher, resumability, and the pipe to build-pairs."""
+"""decompose end to end on the sample database with the AST teacher, resumability, and the pipe to
+build-pairs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import sys
 
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
 from learnat_cli.sql import GoldAst
+from learnat_commands.main import app
 
 runner = CliRunner()
 

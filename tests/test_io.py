@@ -1,4 +1,5 @@
-"""JSONL I/O: line-numbered errors, JSON-array files, atomic and resumable sinks, pass-through of unknown keys."""
+"""JSONL I/O: line-numbered errors, JSON-array files, atomic, resumable and locked sinks, pass-through of
+unknown keys, hostile files (issue 12)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,9 @@ def test_unknown_keys_pass_through():
 
 def test_sink_is_atomic_on_failure(tmp_path):
     out = tmp_path / "out.jsonl"
-    with pytest.raises(RuntimeError):
-        with JsonlSink(out) as s:
-            s.write({"id": "1"})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), JsonlSink(out) as s:
+        s.write({"id": "1"})
+        raise RuntimeError("boom")
     assert not out.exists()
     assert not (tmp_path / "out.jsonl.partial").exists()
     with JsonlSink(out) as s:
@@ -75,3 +75,126 @@ def test_append_sink_and_done_ids_cut_a_torn_line(tmp_path):
     with JsonlSink(out, append=True) as s:
         s.write({"id": "c"})
     assert done_ids(out) == {"a", "b", "c"}
+
+
+# ---------------------------------------------------------------------------------- hostile files (issue 12)
+
+_HOLD = """
+import sys, time
+from learnat_cli.jsonl import JsonlSink
+with JsonlSink(sys.argv[1], append=True) as s:
+    s.write({"id": "held"})
+    print("ready", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_output(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for make in (lambda: JsonlSink(out, append=True), lambda: JsonlSink(out), lambda: done_ids(out)):
+            with pytest.raises(LearnatError) as ei:
+                make()
+            assert str(ei.value).startswith(f"{out}: another process is writing this file")
+        assert not (tmp_path / "out.jsonl.partial").exists()
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    assert not (tmp_path / "out.jsonl.lock").exists()  # released and removed
+    assert done_ids(out) == {"held"}  # the first writer's record is intact, and now we may write
+    with JsonlSink(out, append=True) as s:
+        s.write({"id": "next"})
+    assert done_ids(out) == {"held", "next"}
+
+
+def test_corrupt_middle_line_stops_resume_and_keeps_every_record(tmp_path):
+    out = tmp_path / "res.jsonl"
+    text = '{"id": "a"}\n{"id": "b", "x": \n{"id": "c"}\n{"id": "d"}\n'
+    out.write_text(text)
+    with pytest.raises(LearnatError) as ei:
+        done_ids(out)
+    assert str(ei.value).startswith(f"{out}:2: corrupt record (not valid JSON)")
+    assert out.read_text() == text  # nothing cut
+
+
+def test_bad_utf8_in_the_middle_of_an_output_is_reported_not_cut(tmp_path):
+    out = tmp_path / "res.jsonl"
+    data = b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n'
+    out.write_bytes(data)
+    with pytest.raises(LearnatError, match=r":2: corrupt record \(not UTF-8\)"):
+        done_ids(out)
+    assert out.read_bytes() == data
+
+
+def test_complete_last_record_without_newline_is_kept(tmp_path):
+    out = tmp_path / "res.jsonl"
+    out.write_text('{"id": "a"}\n{"id": "b"}')
+    assert done_ids(out) == {"a", "b"}
+    assert out.read_text() == '{"id": "a"}\n{"id": "b"}\n'
+
+
+def test_deeply_nested_line_is_a_one_line_error(tmp_path):
+    p = tmp_path / "deep.jsonl"
+    p.write_text('{"id": "a", "question": "q"}\n{"x": ' + "[" * 200_000 + "]" * 200_000 + "}\n")
+    with pytest.raises(LearnatError) as ei:
+        list(read_jsonl(p))
+    assert str(ei.value) == f"{p}:2: JSON nested too deeply"
+
+
+def test_bad_utf8_names_the_line(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(b'{"id": "a", "question": "q"}\n\n{"id": "b", "question": "caf\xe9"}\n')
+    with pytest.raises(LearnatError) as ei:
+        list(read_jsonl(p))
+    assert str(ei.value).startswith(f"{p}:3: not UTF-8 text")
+    arr = tmp_path / "dev.json"
+    arr.write_bytes(b'[\n {"question": "a"},\n {"question": "caf\xe9"}\n]\n')
+    with pytest.raises(LearnatError, match=r"dev.json:3: not UTF-8"):
+        list(read_jsonl(arr))
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes('\ufeff{"id": "a", "question": "q"}\n'.encode())
+    assert [o["id"] for _, o in read_jsonl(p)] == ["a"]
+
+
+def test_output_to_a_folder_or_an_unwritable_path_is_a_one_line_error(tmp_path):
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for append in (False, True):
+        with pytest.raises(LearnatError) as ei:
+            JsonlSink(folder, append=append)
+        assert str(ei.value) == f"{folder}: is a directory, expected a file to write"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"]  # no outdir.partial, no lock file
+    with pytest.raises(LearnatError, match=r"^/proc/x\.jsonl: cannot"):
+        JsonlSink("/proc/x.jsonl")
+
+
+def test_records_refuse_nan_and_non_string_sql():
+    from learnat_cli.records import PreferencePair
+
+    with pytest.raises(LearnatError) as ei:
+        parse_record(Example, {"id": "a", "question": "q", "difficulty": float("nan")}, "f.jsonl", 3)
+    assert str(ei.value).startswith("f.jsonl:3: field 'difficulty': ")
+    with pytest.raises(LearnatError) as ei:
+        parse_record(Example, {"id": "a", "question": "q", "gold": 42}, "f.jsonl", 4)
+    assert str(ei.value) == "f.jsonl:4: field 'gold': Input should be a valid string"
+    with pytest.raises(LearnatError, match="field 'margin': "):
+        parse_record(PreferencePair, {"id": "p", "prompt": "p", "chosen": "a", "rejected": "b",
+                                      "margin": float("nan")})
+
+
+def test_nan_in_a_file_is_rejected_with_its_line(tmp_path):
+    p = tmp_path / "nan.jsonl"
+    p.write_text('{"id": "a", "question": "q", "difficulty": "simple"}\n'
+                 '{"id": "b", "question": "q", "difficulty": NaN}\n')
+    with pytest.raises(LearnatError) as ei:
+        list(read_records(Example, p))
+    assert str(ei.value).startswith(f"{p}:2: field 'difficulty': ")

@@ -103,9 +103,16 @@ def test_cli_refuses_gpus_without_cuda_and_bad_deepspeed(tiny_model_dir, tmp_pat
                                    "--deepspeed", "zero2", "--cpu"])
     assert res.exit_code == 2 and "--deepspeed needs GPUs" in res.stderr
     if not torch.cuda.is_available():
-        res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"),
-                                       "--gpus", "2"])
-        assert res.exit_code == 2 and "no CUDA GPU" in res.stderr
+        for gpus in ("1", "2"):
+            args = ["--gpus", gpus] + (["--deepspeed", "zero2"] if gpus == "1" else [])
+            res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tiny_model_dir), "-o",
+                                           str(tmp_path / "o"), *args])
+            assert res.exit_code == 2, res.output
+            assert ("no CUDA GPU" in res.stderr or "DeepSpeed is not installed" in res.stderr)
+            # Refused before saying "launching", and no empty output folder is left behind.
+            assert "launching" not in res.output and not (tmp_path / "o").exists()
+    res = CliRunner().invoke(app, ["sft", "-o", str(tmp_path / "o"), "--gpus", "0"], input="")
+    assert res.exit_code == 2 and "at least 1" in res.stderr and not (tmp_path / "o").exists()
 
 
 def test_two_cpu_processes_train_one_mdpo_step_together(tiny_model_dir, tmp_path):

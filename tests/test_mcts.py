@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-from learnat_cli.synthesis.mcts import MctsConfig, Node, Search, classify, select_child, uct
 from learnat_cli.sql import GoldAst
+from learnat_cli.synthesis.mcts import MctsConfig, Node, Search, classify, select_child, uct
 from learnat_cli.synthesis.teachers import Proposal
 
 
@@ -86,3 +86,36 @@ def test_max_depth_bounds_the_tree():
     assert max(n.depth for n in s.nodes) == 1
     path, reached = s.best_path()
     assert not reached and path[0].sql == "SELECT AVG(age) FROM singer"
+
+
+def test_the_gold_is_terminal_even_when_earlier_steps_cover_everything():
+    """Issue 10.3 (BIRD dev 518, 1015, 1144): two steps already cover every gold node, so the gold itself used
+    to read as redundant and the search never ended."""
+    gold_sql = "SELECT name FROM t WHERE a = 1 ORDER BY name"
+    g = GoldAst(gold_sql)
+    s1, s2 = "SELECT name FROM t WHERE a = 1", "SELECT name FROM t ORDER BY name"
+    assert g.covered(s1) | g.covered(s2) == frozenset(range(g.n_nodes))
+    assert classify(g, gold_sql, g.covered(s1) | g.covered(s2))[0] == "redundant"
+    script = {0: [("filter", s1)], 1: [("order", s2)], 2: [("all", "SELECT name FROM t WHERE a = 1 ORDER BY name;")]}
+    s = asyncio.run(Search(g, Scripted(script), MctsConfig(simulations=20)).run())
+    path, reached = s.best_path()
+    assert reached and len(path) == 3 and path[-1].terminal and path[-1].reward == 1.0
+    assert path[-1].status == "progressive"
+
+
+def test_result_equal_step_is_terminal_only_when_part_of_the_gold():
+    g = GoldAst("SELECT name FROM t WHERE a = 1 ORDER BY name")
+    script = {0: [("other", "SELECT name FROM t WHERE b = 7"), ("filter", "SELECT name FROM t WHERE a = 1")]}
+    s = asyncio.run(Search(g, Scripted(script), MctsConfig(simulations=5), is_gold=lambda sql: True).run())
+    by_sql = {n.sql: n for n in s.nodes[1:]}
+    assert by_sql["SELECT name FROM t WHERE a = 1"].terminal  # a part of the gold with the gold's result
+    assert not by_sql["SELECT name FROM t WHERE b = 7"].terminal  # not part of the gold: invalid stays invalid
+    assert by_sql["SELECT name FROM t WHERE b = 7"].status == "invalid"
+
+
+def test_rewards_never_fall_along_any_search_path():
+    teacher = Scripted(SCRIPT)
+    s = asyncio.run(Search(GoldAst(GOLD), teacher, MctsConfig(simulations=30, early_stop=False)).run())
+    for n in s.nodes[1:]:
+        if n.status == "progressive" and n.parent.parent is not None:
+            assert n.reward >= n.parent.reward

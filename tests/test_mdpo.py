@@ -51,18 +51,23 @@ def test_load_pairs_string_and_conversational(tmp_path):
     assert rows[0]["margin"] == 0.0  # absent margin -> plain DPO for that pair
 
 
-@pytest.mark.parametrize("row, line_field", [
-    ({"prompt": "q", "chosen": "a"}, "rejected"),
-    ({"prompt": "q", "chosen": "a", "rejected": "b", "margin": "big"}, "margin"),
-    ({"prompt": "q", "chosen": ["x"], "rejected": "b"}, "chosen"),
-    ({"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt"),
-    ({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}, "prompt.0.content"),
+@pytest.mark.parametrize("row, line_field, needle", [
+    ({"prompt": "q", "chosen": "a"}, "rejected", "missing"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "margin": "big"}, "margin", "number"),
+    ({"prompt": "q", "chosen": ["x"], "rejected": "b"}, "chosen", "chat messages"),
+    ({"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt", "a string or a list of chat messages"),
+    ({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}, "prompt", "0.content: missing"),
+    ({"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}, "prompt", "mixed"),
+    ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"}, "chosen", "string"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "margin": float("nan")}, "margin", ""),
 ])
-def test_load_pairs_errors_name_line_and_field(tmp_path, row, line_field):
-    p = write_jsonl(tmp_path / "bad.jsonl", [PAIRS[0], row])
+def test_load_pairs_errors_name_line_and_field(tmp_path, row, line_field, needle):
+    """Rows are read through the PreferencePair record: one error naming file, line and field."""
+    p = write_jsonl(tmp_path / "bad.jsonl", [PAIRS[0], {"id": "x", **row}])
     with pytest.raises(LearnatError) as ei:
         load_pairs(str(p))
     assert ei.value.line == 2 and ei.value.field == line_field and ei.value.file == str(p)
+    assert needle in ei.value.message
 
 
 def test_load_pairs_odpo_needs_positive_margin(tmp_path):
@@ -217,7 +222,7 @@ def test_cli_mdpo_trains_and_writes_adapter(tiny_model_dir, tmp_path):
     assert math.isfinite(man["final_loss"])
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     conf = json.loads((out / "training_config.json").read_text())
-    assert conf["gamma"] == 2.0 and conf["beta"] == 0.1 and conf["stage"] == "mdpo"
+    assert conf["gamma"] == 2.0 and conf["beta"] == 0.1 and conf["learning_rate"] == 1e-3
     metrics = json.loads((out / "metrics.json").read_text())
     assert any("margin/data" in e for e in metrics["log_history"])
     from transformers import AutoModelForCausalLM
@@ -258,8 +263,8 @@ def test_cli_mdpo_with_explicit_ref_model(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ('{"prompt": "q", "chosen": "a"}\n', "field 'rejected'"),
-    ('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{not json\n', ":2: invalid JSON"),
+    ('{"id": "a", "prompt": "q", "chosen": "a"}\n', ":1: field 'rejected'"),
+    ('{"id": "a", "prompt": "q", "chosen": "a", "rejected": "b"}\n{not json\n', ":2: invalid JSON"),
 ])
 def test_cli_mdpo_bad_input_exits_2(tiny_model_dir, tmp_path, content, needle):
     inp = tmp_path / "bad.jsonl"
@@ -285,3 +290,26 @@ def test_mdpo_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
                                 grad_accum=1, max_steps=8, learning_rate=5e-3, lora_r=8, cpu=True))
     assert man["steps"] == 8
     assert man["final_loss"] < man["first_loss"] - 0.05, man
+
+
+def test_cli_mdpo_config_file_eval_file_and_shared_options(tiny_model_dir, tmp_path):
+    """MdpoConfig = the shared TrainConfig options + the MDPO fields: all from one YAML file, flags override,
+    an eval file's loss lands in the manifest; margin_form is checked once, at config time, naming the file."""
+    from learnat_commands import mdpo as mdpo_cmd
+
+    source = Path(mdpo_cmd.__file__).read_text()
+    assert ".sft" not in source and len(source.splitlines()) < 80
+    inp = write_jsonl(tmp_path / "p.jsonl", PAIRS)
+    conf = tmp_path / "mdpo.yaml"
+    conf.write_text(f"model: {tiny_model_dir}\ngamma: 2.0\nbeta: 0.2\nmax_steps: 1\ngrad_accum: 1\n"
+                    f"eval_file: {inp}\n")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["mdpo", str(inp), "--config", str(conf), "--beta", "0.3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    man = _manifest(res)
+    assert man["gamma"] == 2.0 and man["beta"] == 0.3 and math.isfinite(man["eval_loss"])
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["learning_rate"] == 5e-6 and saved["eval_file"] == str(inp) and saved["margin_form"] == "linear"
+    conf.write_text("margin_form: cubic\n")
+    res = CliRunner().invoke(app, ["mdpo", str(inp), "--config", str(conf)])
+    assert res.exit_code == 2 and f"{conf}: field 'margin_form': unknown margin form 'cubic'" in res.stderr

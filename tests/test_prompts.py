@@ -37,3 +37,35 @@ def test_template_override(tmp_path):
     (tmp_path / "student_system.txt").write_text("CUSTOM SYSTEM")
     assert template("student_system", tmp_path) == "CUSTOM SYSTEM"
     assert template("student_user", tmp_path).startswith("{demonstrations}")
+
+
+def test_one_sql_extraction_for_students_and_teachers():
+    """Issue 11: one function extracts SQL from model text; the teachers' parser and the student's use it."""
+    from learnat_cli.prompts import extract_sql
+    from learnat_cli.synthesis.teachers import parse_proposal
+
+    cases = {
+        "Sub-question: red?\nSQL: SELECT id FROM cards WHERE color = 'R';":
+            "SELECT id FROM cards WHERE color = 'R'",
+        "```sql\nSELECT a\nFROM t;\n```\nThis counts rows.": "SELECT a FROM t",
+        "The answer is SELECT name FROM singer": "SELECT name FROM singer",
+        "WITH x AS (SELECT 1) SELECT * FROM x": "WITH x AS (SELECT 1) SELECT * FROM x",
+        "I do not know.": None,
+    }
+    for text, sql in cases.items():
+        assert extract_sql(text) == sql
+        p = parse_proposal(text)
+        assert (p.sql if p else None) == sql
+    assert parse_proposal("Sub-question: red?\nSQL: SELECT 1").question == "red?"
+    assert parse_answer("Here:\n```sql\nSELECT a FROM t\n```\nThis counts rows.") == ([], "SELECT a FROM t")
+
+
+def test_fast_path_rule_reads_schema_objects_and_rendered_text_alike(sample_db):
+    from learnat_cli.prompts import complexity
+    from learnat_cli.schema import load_schema, render_schema
+
+    schema = load_schema(sample_db)
+    for q in ("How many books are there?", "Which authors have written more than three books?",
+              "For each city, how many delivered orders did its customers place?"):
+        assert complexity(q, schema) == complexity(q, render_schema(schema)) \
+            == complexity(q, render_schema(schema, fmt="compact"))

@@ -134,7 +134,8 @@ def test_cli_sft_writes_adapter_merged_config_metrics_manifest(tiny_model_dir, t
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 4 and set(adapter_cfg["target_modules"]) == {"q_proj", "v_proj"}
     conf = json.loads((out / "training_config.json").read_text())
-    assert conf["lora_r"] == 4 and conf["loss_mode"] == "assistant_only" and "trl" in conf["versions"]
+    assert conf["lora_r"] == 4 and conf["target_modules"] == ["q_proj", "v_proj"] and conf["merge"] is True
+    assert man["loss_mode"] == "assistant_only" and "trl" in man["versions"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["final_loss"] == man["final_loss"] and len(metrics["log_history"]) >= 2
     from transformers import AutoModelForCausalLM
@@ -221,3 +222,124 @@ def test_real_student_template_masks_prompt(tmp_path):
     got = {tok.decode(ids[labels != -100].tolist()).strip() for ids, labels in zip(batch["input_ids"], batch["labels"])}
     assert got == {(r["messages"][2]["content"] + "<|im_end|>").strip() for r in ROWS} or \
         got == {r["messages"][2]["content"].strip() + "<|im_end|>" for r in ROWS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training as TRL users expect (issue 13): --config, progress, checkpoints, eval split, portable adapters
+
+
+def _sft(args, **kw):
+    return CliRunner().invoke(app, ["sft", *map(str, args)], **kw)
+
+
+def test_cli_config_file_yaml_flags_override_and_resolved_config_saved(tiny_model_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "s.jsonl", ROWS)
+    conf = tmp_path / "train.yaml"
+    conf.write_text(f"input: {inp}\nmodel: {tiny_model_dir}\nlora_r: 4\nlora-alpha: 8\nlr: 2e-3\n"
+                    f"max_steps: 2\ngrad_accum: 1\ntarget_modules: [q_proj, v_proj]\n")
+    out = tmp_path / "o"
+    res = _sft(["--config", conf, "-o", out, "--lora-r", "2"])  # the flag beats the file
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["lora_r"] == 2 and saved["lora_alpha"] == 8 and saved["learning_rate"] == 2e-3
+    assert saved["max_steps"] == 2 and saved["input"] == str(inp) and saved["output_dir"] == str(out)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 2
+    # The saved config is itself a --config file: the same run again, a flag still overriding it.
+    res = _sft(["--config", out / "training_config.json", "-o", tmp_path / "again", "--max-steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert _manifest(res)["steps"] == 1
+    assert json.loads((tmp_path / "again" / "training_config.json").read_text())["lora_r"] == 2
+
+
+@pytest.mark.parametrize("text, suffix, needle", [
+    ("lora_r: 4\nlearning_rat: 0.1\n", ".yaml", "field 'learning_rat': unknown option"),
+    ('{"lora_r": "four"}', ".json", "field 'lora_r': expected int"),
+    ('{"margin_form": "odpo"}', ".json", "field 'margin_form': unknown option"),  # an mdpo-only key
+    ("[1, 2]", ".yaml", "expected a mapping"),
+    ("warmup_ratio: 1.5\n", ".yml", "field 'warmup_ratio': expected a fraction"),
+])
+def test_cli_config_file_errors_name_file_and_key(tmp_path, text, suffix, needle):
+    conf = tmp_path / f"c{suffix}"
+    conf.write_text(text)
+    res = _sft(["--config", conf, "-o", tmp_path / "o"], input="")
+    assert res.exit_code == 2, res.output
+    assert f"{conf}: {needle}" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_progress_events_and_quiet_terminal(tiny_model_dir, tmp_path):
+    """The core reports step/total/loss/lr/eta to a plain function; the CLI prints no raw dicts or warnings."""
+    from learnat_cli.stages.sft import sft
+
+    events = []
+    man = sft(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)), output_dir=str(tmp_path / "o"),
+              model=str(tiny_model_dir), max_steps=3, grad_accum=1, cpu=True,
+              on_event=lambda kind, info: events.append((kind, info)))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "start" and events[0][1]["total"] == 3 and kinds.count("tick") == 3
+    steps = [i for k, i in events if k == "step"]
+    assert [s["step"] for s in steps] == [1, 2, 3] and all(s["total"] == 3 for s in steps)
+    assert all(math.isfinite(s["loss"]) and s["lr"] is not None for s in steps)
+    assert steps[0]["eta_s"] >= 0 and steps[-1]["eta_s"] == 0
+    assert steps[-1]["loss"] == man["final_loss"]
+    res = _sft([write_jsonl(tmp_path / "s.jsonl", ROWS), "--model", tiny_model_dir, "-o", tmp_path / "c",
+                "--max-steps", "2", "--grad-accum", "1"])
+    assert res.exit_code == 0, res.output
+    assert "learnat sft: step 2/2  loss" in res.stderr
+    assert "{'loss'" not in res.stderr and "Warning" not in res.stderr and "warn" not in res.stderr.lower()
+
+
+def test_cli_checkpoint_at_end_by_default_and_eval_split(tiny_model_dir, tmp_path):
+    rows = [{"prompt": f"Question {i}: how many?\n", "completion": f"SELECT {i}"} for i in range(6)]
+    out = tmp_path / "o"
+    res = _sft([write_jsonl(tmp_path / "s.jsonl", rows), "--model", tiny_model_dir, "-o", out,
+                "--max-steps", "3", "--grad-accum", "1", "--eval-split", "0.34"])
+    assert res.exit_code == 0, res.output
+    man = _manifest(res)
+    assert man["examples"] == 4 and math.isfinite(man["eval_loss"]) and "eval loss" in res.stderr
+    assert man["checkpoint"] == str(out / "checkpoint-3") and (out / "checkpoint-3").is_dir()
+    assert json.loads((out / "metrics.json").read_text())["eval_loss"] == man["eval_loss"]
+    # ... so --resume always has something: a longer run continues from step 3.
+    res = _sft([tmp_path / "s.jsonl", "--config", out / "training_config.json", "--max-steps", "4", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert _manifest(res)["resumed_from"] == str(out / "checkpoint-3")
+
+
+def test_cli_report_to(tiny_model_dir, tmp_path):
+    import importlib.util
+
+    from learnat_cli.training.runner import common_args
+
+    res = _sft(["--report-to", "mlflow", "-o", tmp_path / "o"], input="")
+    assert res.exit_code == 2 and "field 'report_to'" in res.stderr
+    assert common_args(SftConfig(), True, False)["report_to"] == "none"
+    if importlib.util.find_spec("tensorboard") is None:
+        res = _sft([write_jsonl(tmp_path / "s.jsonl", ROWS), "--model", tiny_model_dir, "-o", tmp_path / "tb",
+                    "--report-to", "tensorboard"])
+        assert res.exit_code == 2 and "pip install tensorboard" in res.stderr
+    else:
+        assert common_args(SftConfig(report_to="tensorboard"), True, False)["report_to"] == "tensorboard"
+
+
+def test_adapter_is_portable(tiny_model_dir, tmp_path, monkeypatch):
+    """The adapter records the embedded model's id, not the training machine's path, and loads back by it."""
+    import learnat_cli.models as models
+
+    real = models.resolve_model
+    monkeypatch.setattr(models, "resolve_model",
+                        lambda spec=None, progress=None: str(tiny_model_dir) if spec in (None, "qwen2.5-coder-0.5b")
+                        else real(spec, progress))
+    out = tmp_path / "o"
+    res = _sft([write_jsonl(tmp_path / "s.jsonl", ROWS), "-o", out, "--max-steps", "1", "--grad-accum", "1"])
+    assert res.exit_code == 0, res.output
+    assert _manifest(res)["base_model"] == "qwen2.5-coder-0.5b"
+    text = (out / "adapter_config.json").read_text()
+    assert json.loads(text)["base_model_name_or_path"] == "qwen2.5-coder-0.5b" and str(tmp_path) not in text
+    model, _tok = models.load_causal_lm(str(out), device="cpu")
+    assert model.config.vocab_size > 0
+    # A local folder that is not an embedded model is recorded absolute (never relative to the cwd).
+    monkeypatch.chdir(tiny_model_dir.parent)
+    res = _sft([tmp_path / "s.jsonl", "--model", tiny_model_dir.name, "-o", tmp_path / "p", "--max-steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        str(tiny_model_dir.resolve())

@@ -68,9 +68,9 @@ def test_coverage_and_redundancy():
     assert len(full) == gold.n_nodes
     assert gold.covered("SELECT AVG(age) FROM singer") <= mid  # a repeat adds nothing: redundant
     assert gold.covered("SELECT x FROM nowhere") == frozenset()
-    r_inner = gold.reward(inner, "SELECT AVG(age) FROM singer")
-    r_mid = gold.reward(mid, "SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)")
-    assert 0 < r_inner < r_mid < gold.reward(full, gold.gold) == pytest.approx(1.0)
+    r_inner = gold.reward(inner)
+    r_mid = gold.reward(mid)
+    assert 0 < r_inner < r_mid < gold.reward(full) == pytest.approx(1.0)
     assert gold.matches("select name from singer where age > (select avg(age) from singer) order by name;")
 
 
@@ -80,3 +80,134 @@ def test_tables_and_columns_resolve_aliases():
     assert cols == {("a", "name"), ("b", "x"), ("a", "id"), ("b", "aid")}
     tables, cols = tables_and_columns("WITH t AS (SELECT id FROM x) SELECT t.id FROM t")
     assert tables == {"x"} and ("x", "id") in cols
+
+
+# --- issue 10: AND/OR chains, whole predicates, merged-AST reward, projected columns in the schema
+# -------------
+
+
+def test_one_conjunct_of_an_and_filter_is_progress():
+    gold = GoldAst("SELECT name FROM singer WHERE age > 30 AND country = 'France'")
+    assert gold.contains("SELECT name FROM singer WHERE age > 30")
+    assert gold.contains("SELECT name FROM singer WHERE country = 'France'")
+    assert gold.contains("SELECT name FROM singer WHERE country = 'France' AND age > 30")  # order is free
+    # n-ary chains: any sub-conjunction of a 3-way AND, in golds nested either way
+    g3 = GoldAst("SELECT a FROM t WHERE (x = 1 AND y = 2) AND z = 3")
+    assert g3.contains("SELECT a FROM t WHERE x = 1 AND z = 3")
+    assert g3.contains("SELECT a FROM t WHERE y = 2")
+    # ... and in HAVING and JOIN ... ON
+    gh = GoldAst("SELECT c FROM t GROUP BY c HAVING COUNT(*) > 2 AND SUM(v) < 9")
+    assert gh.contains("SELECT c FROM t GROUP BY c HAVING COUNT(*) > 2")
+    gj = GoldAst("SELECT a.x FROM a JOIN b ON a.id = b.aid AND a.k = b.k")
+    assert gj.contains("SELECT a.x FROM a JOIN b ON a.id = b.aid")
+    # an OR is not narrowed to one of its branches, and a conjunct is not a disjunct
+    go = GoldAst("SELECT a FROM t WHERE x = 1 OR y = 2")
+    assert not go.contains("SELECT a FROM t WHERE x = 1")
+    assert not GoldAst("SELECT a FROM t WHERE x = 1 AND y = 2").contains("SELECT a FROM t WHERE x = 1 OR y = 2")
+    # coverage: the conjunct covers its own predicate node, not the other one
+    cov = gold.covered("SELECT name FROM singer WHERE age > 30")
+    assert 0 < len(cov) < gold.n_nodes
+    assert not gold.covered("SELECT name FROM singer WHERE country = 'France'") <= cov
+
+
+def test_recombined_literals_are_invalid():
+    gold = GoldAst("SELECT name FROM t WHERE a = 1 AND b = 2")
+    assert not gold.contains("SELECT name FROM t WHERE a = 2 AND b = 1")
+    assert not gold.contains("SELECT name FROM t WHERE a = 2")
+    assert not gold.contains("SELECT name FROM t WHERE b < 2")  # same column and literal, other operator
+    assert not gold.contains("SELECT name FROM t WHERE a = b")
+    assert gold.contains("SELECT name FROM t WHERE a = 1.0")  # the same number written otherwise
+    # a predicate around a sub-query: the predicate is whole, the sub-query's tree stays reachable
+    gs = GoldAst("SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)")
+    assert gs.contains("SELECT AVG(age) FROM singer")
+    assert not gs.contains("SELECT name FROM singer WHERE age < (SELECT AVG(age) FROM singer)")
+    assert not gs.contains("SELECT name FROM singer WHERE name > (SELECT AVG(age) FROM singer)")
+    gi = GoldAst("SELECT name FROM t WHERE id IN (SELECT tid FROM u WHERE v = 3)")
+    assert gi.contains("SELECT tid FROM u WHERE v = 3")
+    assert not gi.contains("SELECT name FROM t WHERE id NOT IN (SELECT tid FROM u WHERE v = 3)")
+
+
+def test_projected_columns_must_exist_in_the_schema():
+    cols = {"cards": ["id", "name", "color"], "sets": ["code", "name"]}
+    gold = GoldAst("SELECT COUNT(*) FROM cards WHERE color = 'R'", columns=cols)
+    assert not gold.contains("SELECT no_such_column FROM cards WHERE color = 'R'")
+    assert gold.contains("SELECT id FROM cards WHERE color = 'R'")
+    assert gold.contains("SELECT ID, Name FROM cards WHERE color = 'R'")  # case-insensitive
+    assert not gold.contains("SELECT code FROM cards WHERE color = 'R'")  # a column of another table
+    assert gold.contains("SELECT * FROM cards WHERE color = 'R'")
+    gj = GoldAst("SELECT COUNT(*) FROM cards AS c JOIN sets AS s ON c.name = s.name", columns=cols)
+    assert gj.contains("SELECT c.id, s.code FROM cards AS c JOIN sets AS s ON c.name = s.name")
+    assert not gj.contains("SELECT s.id FROM cards AS c JOIN sets AS s ON c.name = s.name")
+
+
+def test_reward_is_computed_on_the_merged_steps():
+    gold = GoldAst("SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer) ORDER BY name")
+    s1 = "SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)"
+    s2 = "SELECT name FROM singer ORDER BY name"  # progressive: adds the ORDER BY, a much smaller tree
+    c1 = gold.covered(s1)
+    c2 = c1 | gold.covered(s2)
+    assert c2 > c1
+    # the old structural term (similarity of the last step alone) made this reward fall
+    assert similarity(s2, gold.gold) < similarity(s1, gold.gold)
+    assert gold.reward(c2) > gold.reward(c1)
+    assert gold.merged_similarity(frozenset(range(gold.n_nodes))) == 1.0
+    assert gold.merged_similarity(frozenset()) == 0.0
+    assert gold.reward(frozenset(range(gold.n_nodes))) == pytest.approx(1.0)
+
+
+LADDER_GOLDS = CORPUS + [
+    "SELECT T1.name, COUNT(*) FROM authors AS T1 JOIN books AS T2 ON T1.author_id = T2.author_id "
+    "WHERE T2.year > 2000 AND T2.price < 10 GROUP BY T1.author_id HAVING COUNT(*) > 3 ORDER BY COUNT(*) DESC LIMIT 5",
+    "SELECT name FROM t WHERE id IN (SELECT tid FROM u WHERE v = 3 AND w = 'x') AND k > 2 ORDER BY name",
+    "SELECT a FROM t WHERE x = 1 OR y = 2 EXCEPT SELECT a FROM t WHERE z = 3",
+    "SELECT count(*) FROM (SELECT DISTINCT c FROM t WHERE d NOT IN (1, 2))",
+    "SELECT max(p), min(p) FROM t WHERE q BETWEEN 1 AND 5 AND r IS NOT NULL AND s LIKE '%a%'",
+]
+
+
+@pytest.mark.parametrize("gold_sql", LADDER_GOLDS + [json.loads(line)["gold"] for line in
+                         (Path(__file__).parents[1] / "samples" / "questions.jsonl").read_text().splitlines()])
+def test_reward_never_falls_along_a_progressive_ladder(gold_sql):
+    """Property: along the AST teacher's ladder, and along every subsequence of it, the reward of the merged
+    steps never falls when a progressive step is added, and the gold closes at 1."""
+    from learnat_cli.synthesis.ast_teacher import gold_ladder
+
+    gold = GoldAst(gold_sql)
+    ladder = [p.sql for p in gold_ladder(gold_sql, "q")]
+    assert gold.matches(ladder[-1])
+    rng = random.Random(0)
+    orders = [ladder] + [rng.sample(ladder, len(ladder)) for _ in range(5)]
+    for order in orders:
+        cov, last = frozenset(), 0.0
+        for sql in order:
+            step = gold.covered(sql)
+            if not step or step <= cov:
+                continue  # invalid or redundant: not a progressive step
+            cov = cov | step
+            r = gold.reward(cov)
+            assert r > last - 1e-12, (order, sql)
+            last = r
+    assert gold.reward(gold.covered(gold_sql)) == pytest.approx(1.0)
+
+
+def test_a_disjunction_is_matched_as_a_whole():
+    gold = GoldAst("SELECT name FROM technician WHERE age = 36 OR age = 37")
+    assert not gold.contains("SELECT name FROM technician WHERE age = 37 OR age = 37")  # (Spider train)
+    assert not gold.contains("SELECT name FROM technician WHERE age = 37")
+    assert gold.contains("SELECT name FROM technician WHERE (age = 36) OR age = 37")
+    g2 = GoldAst("SELECT a FROM t WHERE k = 1 AND (x = 1 OR y = 2 OR z = 3)")
+    assert g2.contains("SELECT a FROM t WHERE x = 1 OR (y = 2 OR z = 3)")
+    assert not g2.contains("SELECT a FROM t WHERE x = 1 OR y = 2")
+
+
+def test_a_step_stays_within_one_select_of_the_gold():
+    """Labels alone would let a step mix the two sides of a set operation (Spider train golds)."""
+    gold = GoldAst("SELECT course_id FROM section WHERE semester = 'Fall' AND year = 2009 EXCEPT "
+                   "SELECT course_id FROM section WHERE semester = 'Spring' AND year = 2010")
+    assert gold.contains("SELECT course_id FROM section WHERE semester = 'Fall' AND year = 2009")
+    assert gold.contains("SELECT course_id FROM section WHERE semester = 'Spring'")
+    assert not gold.contains("SELECT course_id FROM section WHERE semester = 'Fall' AND year = 2010")
+    gu = GoldAst("SELECT id FROM a JOIN b ON a.id = b.aid GROUP BY a.id HAVING count(*) = 2 UNION "
+                 "SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id HAVING count(*) = 1")
+    assert not gu.contains("SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id HAVING count(*) = 2")
+    assert gu.contains("SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id")

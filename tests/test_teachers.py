@@ -12,8 +12,15 @@ import pytest
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.sql import GoldAst
-from learnat_cli.synthesis.teachers import (AstTeacher, DiskCache, LocalTeacher, OpenAITeacher, State, make_teacher,
-                                  parse_proposal)
+from learnat_cli.synthesis.teachers import (
+    AstTeacher,
+    DiskCache,
+    LocalTeacher,
+    OpenAITeacher,
+    State,
+    make_teacher,
+    parse_proposal,
+)
 
 
 class ChatServer:

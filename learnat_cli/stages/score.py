@@ -1,21 +1,28 @@
-"""``learnat score``: AST similarity (and execution match) of SQL pairs.
+"""The ``score`` stage: AST similarity (and execution match) of SQL pairs — the AST reward of LearNAT (paper
+sec. 3.2), usable on its own to compare SQL.
 
-Input records: any JSONL rows holding a predicted and a gold SQL (fields ``pred``/``gold`` by default). Output:
-the same rows, every key kept, plus ``parses`` (the prediction parses), ``ast_similarity`` (pq-gram similarity of
-the normalised ASTs, :func:`learnat_cli.sql.similarity`; 0 when the prediction does not parse) and, when a
-database is known, ``exec_match`` (BIRD semantics by default) with ``exec_error``.
-Paper: the AST reward of LearNAT sec. 3.2, usable on its own to compare SQL.
+Input records: any rows holding a predicted and a gold SQL (fields ``pred``/``gold`` by default). Output: the
+same rows, every key kept, in input order and streamed, plus ``parses`` (the prediction parses),
+``ast_similarity`` (pq-gram similarity of the normalised ASTs, :func:`learnat_cli.sql.similarity`; 0 when the
+prediction does not parse) and, when a database is known (``--db``; ``db_id`` under ``--db-root``; the row's
+``db_path``), ``exec_match`` with ``exec_error`` and ``exec_metric``. SQL nested too deeply for the parser (a
+RecursionError) is an error for that row (``score_error``), not for the run. Report: a :class:`ScoreReport`.
+The metric is ``--metric``, else the input's origin (:func:`learnat_cli.metrics.choose_metric`), as in ``eval``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Union
 
-from learnat_cli.db import resolve_db
+from learnat_cli import db as dbmod
+from learnat_cli.db import resolve_row_db
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, read_jsonl
+from learnat_cli.metrics import check_metric, choose_metric, exec_match
 from learnat_cli.sql import SqlParseError, parse, similarity, try_parse
+
+TOO_DEEP = "SQL nested too deeply to parse (RecursionError)"
 
 
 @dataclass
@@ -25,37 +32,104 @@ class ScoreConfig:
     dialect: str = "sqlite"
     db: Optional[str] = None
     db_root: Optional[str] = None
-    metric: str = "bird"
-    timeout_s: float = 30.0
+    metric: Optional[str] = None  # None: from the input's origin, else bird
+    timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
+    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
+    keep_distinct: bool = False
+
+    def check(self) -> None:
+        if self.metric is not None:
+            check_metric(self.metric)
+        if not self.timeout_s > 0:
+            raise LearnatError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}",
+                               field="timeout")
+        if self.max_bytes < 1:
+            raise LearnatError(f"--max-bytes must be at least 1, got {self.max_bytes}", field="max_bytes")
 
 
-def score_rows(path: str, cfg: ScoreConfig) -> Iterator[dict[str, Any]]:
-    name = display_name(path)
-    for line, obj in read_jsonl(path):
-        for f in (cfg.pred_field, cfg.gold_field):
-            if f not in obj:
-                raise LearnatError("missing required field", file=name, line=line, field=f)
-        pred, gold = obj[cfg.pred_field], obj[cfg.gold_field]
-        if not isinstance(gold, str):
-            raise LearnatError("expected a SQL string", file=name, line=line, field=cfg.gold_field)
+@dataclass
+class ScoreReport:
+    rows: int = 0
+    parsed: int = 0
+    similarity_sum: float = 0.0
+    exec_rows: int = 0
+    exec_correct: int = 0
+    errors: int = 0
+    metric: Optional[str] = None
+    metric_chosen_by: Optional[str] = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.parsed += bool(row["parses"])
+        self.similarity_sum += row["ast_similarity"]
+        self.errors += bool(row.get("score_error"))
+        if "exec_match" in row:
+            self.exec_rows += 1
+            self.exec_correct += bool(row["exec_match"])
+
+
+Rows = Union[str, Iterable[dict[str, Any]]]
+
+
+def _similarity(pred: str, gold: str, dialect: str) -> tuple[bool, float, Optional[str]]:
+    try:
+        parses = try_parse(pred, dialect) is not None
+        return parses, (round(similarity(pred, gold, dialect), 6) if parses else 0.0), None
+    except RecursionError:
+        return False, 0.0, TOO_DEEP
+
+
+def score(rows: Rows, cfg: Optional[ScoreConfig] = None) -> tuple[Iterator[dict[str, Any]], ScoreReport]:
+    """The stage: rows (a JSONL path or dicts) in, scored rows out (a lazy iterator, so output streams), and a
+    report filled as they are consumed. Options are checked here, before anything runs."""
+    cfg = cfg or ScoreConfig()
+    cfg.check()
+    report = ScoreReport()
+    if isinstance(rows, str):
+        name, numbered = display_name(rows), read_jsonl(rows)
+    else:
+        name, numbered = "<rows>", enumerate(rows, 1)
+
+    def records() -> Iterator[dict[str, Any]]:
+        for line, obj in numbered:
+            if report.metric is None:
+                report.metric, report.metric_chosen_by = choose_metric(cfg.metric, [obj], name)
+            out = score_row(obj, cfg, report.metric, name, line)
+            report.add(out)
+            yield out
+
+    return records(), report
+
+
+def score_row(obj: dict[str, Any], cfg: ScoreConfig, metric: str, name: str = "<rows>",
+              line: Optional[int] = None) -> dict[str, Any]:
+    for f in (cfg.pred_field, cfg.gold_field):
+        if f not in obj:
+            raise LearnatError("missing required field", file=name, line=line, field=f)
+    pred, gold = obj[cfg.pred_field], obj[cfg.gold_field]
+    if not isinstance(gold, str) or not gold.strip():
+        raise LearnatError("expected the gold SQL as a non-empty string", file=name, line=line,
+                           field=cfg.gold_field)
+    if pred is not None and not isinstance(pred, str):
+        raise LearnatError("expected a SQL string or null", file=name, line=line, field=cfg.pred_field)
+    out = dict(obj)
+    try:
+        parse(gold, cfg.dialect)
+        out["parses"], out["ast_similarity"], err = _similarity(pred or "", gold, cfg.dialect)
+    except SqlParseError as e:
+        raise LearnatError(f"gold {e.message}", file=name, line=line, field=cfg.gold_field) from None
+    except RecursionError:
+        out["parses"], out["ast_similarity"], err = False, 0.0, TOO_DEEP
+    if err:
+        out["score_error"] = err
+    if cfg.db or obj.get("db_path") or (obj.get("db_id") and (cfg.db_root or dbmod.os.environ.get(
+            "LEARNAT_DB_ROOT"))):
         try:
-            parse(gold, cfg.dialect)
-        except SqlParseError as e:
-            raise LearnatError(f"gold {e.message}", file=name, line=line, field=cfg.gold_field) from None
-        pred = pred if isinstance(pred, str) else ""
-        parses = try_parse(pred, cfg.dialect) is not None
-        out = dict(obj)
-        out["parses"] = parses
-        out["ast_similarity"] = round(similarity(pred, gold, cfg.dialect), 6) if parses else 0.0
-        if cfg.db or (cfg.db_root and (obj.get("db_id") or obj.get("db_path"))) or obj.get("db_path"):
-            from learnat_cli.metrics import exec_match
-
-            try:
-                path_db = resolve_db(cfg.db, db_id=obj.get("db_id"), db_root=cfg.db_root,
-                                     db_path=obj.get("db_path"))
-            except LearnatError as e:
-                raise LearnatError(e.message, file=name, line=line, field="db_id") from None
-            ok, err = exec_match(path_db, pred, gold, cfg.metric, cfg.timeout_s)
-            out["exec_match"] = ok
-            out["exec_error"] = err
-        yield out
+            path = resolve_row_db(obj, cfg.db, cfg.db_root)
+        except LearnatError as e:
+            raise LearnatError(e.message, file=name, line=line, field="db_id" if obj.get("db_id") else "db_path"
+                               ) from None
+        ok, exec_err = exec_match(path, pred or "", gold, metric, cfg.timeout_s, keep_distinct=cfg.keep_distinct,
+                                  max_bytes=cfg.max_bytes)
+        out["exec_match"], out["exec_error"], out["exec_metric"] = ok, exec_err, metric
+    return out

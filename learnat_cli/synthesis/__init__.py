@@ -1,1 +1,2 @@
-"""Decomposition synthesis (LearNAT sec. 3.2): teacher protocol and cache, LLM teachers, the AST teacher, MCTS."""
+"""Decomposition synthesis (LearNAT sec. 3.2): teacher protocol and cache, LLM teachers, the AST teacher,
+MCTS."""

@@ -1,4 +1,10 @@
-"""Decomposition steps derived from a gold query's AST, for the AST teacher (see :mod:`learnat_cli.synthesis.teachers`).
+"""The offline AST teacher (LearNAT sec. 3.2 synthesis without an LLM): decomposition steps derived from the
+gold query's own AST.
+
+Inputs: a :class:`~learnat_cli.synthesis.protocol.State` (gold SQL, steps so far). Output: proposals — the
+next ladder step plus variants the AST pruner must reject. :class:`AstTeacher` implements the teacher
+protocol; deterministic for a given ``seed`` (its random choices are seeded from a stable digest, never from
+``hash()``, which Python randomises per process).
 
 ``gold_ladder(gold, question)``: the progressive steps, in order — every sub-query (innermost first) and each
 side of a set operation, then for the main query: its FROM/JOIN part, + WHERE, + GROUP BY with the gold
@@ -10,12 +16,14 @@ question. Steps that would repeat an earlier one are dropped.
 from __future__ import annotations
 
 import random
+import zlib
 from functools import lru_cache
 from typing import Optional
 
 from sqlglot import exp
 
-from learnat_cli.sql import parse
+from learnat_cli.sql import GoldAst, parse
+from learnat_cli.synthesis.protocol import Proposal, State, Teacher
 
 _AGG_WORDS = {exp.Count: "the number", exp.Sum: "the total", exp.Avg: "the average", exp.Max: "the maximum",
               exp.Min: "the minimum"}
@@ -74,9 +82,7 @@ def _main_select(tree: exp.Expression) -> Optional[exp.Select]:
 
 
 @lru_cache(maxsize=4096)
-def gold_ladder(gold: str, question: str, dialect: str = "sqlite"):
-    from learnat_cli.synthesis.teachers import Proposal
-
+def gold_ladder(gold: str, question: str, dialect: str = "sqlite") -> tuple[Proposal, ...]:
     tree = parse(gold, dialect)
     steps: list[Proposal] = []
     seen: set[str] = set()
@@ -105,7 +111,8 @@ def gold_ladder(gold: str, question: str, dialect: str = "sqlite"):
     tabs = _tables(sel)
     tab_txt = " joined with ".join(tabs) if tabs else "the data"
     proj = _plain_projection(sel)
-    has = {k for k in ("where", "group", "having", "order", "limit", "distinct") if sel.args.get(k) is not None}
+    clauses = ("where", "group", "having", "order", "limit", "distinct")
+    has = {k for k in clauses if sel.args.get(k) is not None}
     if sel.args.get("joins"):
         add(f"Which rows of {tab_txt} match on their join keys?", _rebuild(sel, set(), proj), "from")
     if "where" in has:
@@ -128,10 +135,9 @@ def gold_ladder(gold: str, question: str, dialect: str = "sqlite"):
     return tuple(steps)
 
 
-def perturbations(step, state, rng: random.Random, dialect: str = "sqlite") -> list:
+def perturbations(step: Proposal, state: State, rng: random.Random,
+                  dialect: str = "sqlite") -> list[Proposal]:
     """Variants of ``step`` that are not part of the gold AST: one literal changed, one column renamed."""
-    from learnat_cli.synthesis.teachers import Proposal
-
     out = []
     tree = parse(step.sql, dialect)
     lits = [lit for lit in tree.find_all(exp.Literal)]
@@ -154,3 +160,47 @@ def perturbations(step, state, rng: random.Random, dialect: str = "sqlite") -> l
         c.set("this", exp.to_identifier(c.name + "_alt"))
         out.append(Proposal(question=step.question, sql=t3.sql(dialect=dialect), kind="perturbed"))
     return out
+
+
+@lru_cache(maxsize=1024)
+def _gold_ast(gold: str, dialect: str) -> GoldAst:
+    return GoldAst(gold, dialect)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 32-bit seed from ``parts`` that is the same in every process (unlike ``hash()``)."""
+    return zlib.crc32("\x00".join(map(str, parts)).encode("utf-8"))
+
+
+class AstTeacher(Teacher):
+    """Proposes steps derived from the gold AST: the next ladder step the earlier steps have not covered, and
+    (``perturb``) one literal changed, one column renamed and a repeat of the last step. Deterministic given
+    ``seed``."""
+
+    name = "ast"
+
+    def __init__(self, *, dialect: str = "sqlite", seed: int = 0, perturb: bool = True):
+        super().__init__()
+        self.dialect = dialect
+        self.seed = seed
+        self.perturb = perturb
+
+    async def propose(self, state: State, k: int) -> list[Proposal]:
+        self.usage.calls += 1
+        ladder = gold_ladder(state.gold, state.question, self.dialect)
+        gold = _gold_ast(state.gold, self.dialect)
+        done: frozenset = frozenset()
+        for _, s in state.steps:
+            done |= gold.covered(s)
+        # the last rung (the gold) stays available even when earlier steps already cover every gold node
+        fresh = [p for p in ladder if p is ladder[-1] or not (gold.covered(p.sql) <= done)]
+        rng = random.Random(stable_seed(self.seed, state.gold, len(state.steps)))
+        # the next ladder step is the progressive candidate; skipping ahead would make every trajectory a
+        # single "answer the whole question" step, which teaches no decomposition
+        out: list[Proposal] = fresh[:1]
+        if self.perturb and fresh:
+            out += perturbations(fresh[0], state, rng, self.dialect)
+            if state.steps:
+                q, s = state.steps[-1]
+                out.append(Proposal(question=q, sql=s, kind="repeat"))
+        return out[:k]

@@ -6,16 +6,21 @@ A state is the question, its schema and the subtasks chosen so far; an action is
 
 - *invalid*: the SQL does not parse or is not a structural part of the gold AST;
 - *redundant*: it covers no gold AST node that the earlier steps had not covered;
-- *progressive*: otherwise. Reward R = GoldAst.reward(union of covered nodes, step SQL) (α = 0.7).
+- *progressive*: otherwise. Reward R = :meth:`GoldAst.reward` of the *merged* AST of the steps so far: steps
+  are merged by mapping each onto the gold (the gold positions it covers) and taking the union, so the merged
+  AST is the gold restricted to the covered positions; R = α·|merged|/|gold| + (1−α)·(share of the gold's
+  pq-grams inside the merged AST), α = 0.7. Both terms only grow, so adding a progressive step never lowers R.
 
-A progressive step whose SQL equals the gold (same normalised AST, or the same result on the database when one is
-given) is *terminal* with reward 1. With pruning (the paper's setting) only progressive children are selected and
-expanded — expansion stops at invalid/redundant nodes; with ``prune=False`` every child may be selected and
-expanded (reward 0 for invalid/redundant), which is the ablation the benchmark compares against.
+A step whose SQL is the gold (same normalised AST, or — for a step that is part of the gold AST — the same
+result on the database when one is given) is *terminal* with reward 1, whatever the coverage of the earlier
+steps says (it would otherwise read as redundant when they already cover every gold node). With pruning (the
+paper's setting) only progressive children are selected and expanded — expansion stops at invalid/redundant
+nodes; with ``prune=False`` every child may be selected and expanded (reward 0 for invalid/redundant), which
+is the ablation the benchmark compares against.
 
 Defaults and their sources (PAPER.md, the authors' code): UCB = value + c·sqrt(ln(N+1)/n) with c = 1.41,
-max depth 5, 50 simulations, α = 0.7. Children per expansion k = 4 is learnat's choice (the paper does not state
-it). A search stops early once a terminal node is found (``early_stop``; off explores all simulations).
+max depth 5, 50 simulations, α = 0.7. Children per expansion k = 4 is learnat's choice (the paper does not
+state it). A search stops early once a terminal node is found (``early_stop``; off explores all simulations).
 """
 
 from __future__ import annotations
@@ -101,7 +106,8 @@ IsGold = Callable[[str], bool]
 
 
 class Search:
-    """One example's search. ``propose(steps, k)`` asks the teacher; ``is_gold(sql)`` decides terminal steps."""
+    """One example's search. ``propose(steps, k)`` asks the teacher; ``is_gold(sql)`` decides terminal
+    steps."""
 
     def __init__(self, gold: GoldAst, propose: Propose, cfg: MctsConfig, is_gold: Optional[IsGold] = None):
         self.gold = gold
@@ -116,11 +122,12 @@ class Search:
         status, cov = classify(self.gold, sql, parent.covered)
         node = Node(id=len(self.nodes), parent=parent, depth=parent.depth + 1, question=question, sql=sql,
                     status=status, covered=parent.covered | cov)
-        if status == "progressive":
-            if self.is_gold(sql):
-                node.terminal, node.reward = True, 1.0
-            else:
-                node.reward = self.gold.reward(node.covered, sql, self.cfg.alpha)
+        # the gold itself is terminal whatever the coverage of earlier steps says (it may read as redundant)
+        if self.gold.matches(sql) or (status != "invalid" and self.is_gold(sql)):
+            node.status, node.terminal, node.reward = "progressive", True, 1.0
+            node.covered = frozenset(range(self.gold.n_nodes))
+        elif status == "progressive":
+            node.reward = self.gold.reward(node.covered, self.cfg.alpha)
         self.nodes.append(node)
         return node
 

@@ -3,18 +3,20 @@
 One interface, :class:`Teacher` — ``await teacher.propose(state, k)`` returns up to ``k`` :class:`Proposal`
 (sub-question + SQL) — with three backends, chosen by :func:`make_teacher` from a spec string:
 
-- ``glm-4-plus`` (the paper's teacher, Zhipu's OpenAI-compatible API, key ``ZHIPUAI_API_KEY``), ``openai:MODEL``
-  (``OPENAI_API_KEY``/``OPENAI_BASE_URL``), or any OpenAI-compatible server (vLLM, llama.cpp, Ollama) with
-  ``url=``/``model=``: :class:`OpenAITeacher`. Async (httpx), a concurrency limit, retries with exponential backoff
-  and jitter on 429/5xx/timeouts (``Retry-After`` honoured), a clear error on 401/403. The k candidates come from
-  one request with ``n=k`` at temperature > 0; a server that ignores ``n`` is topped up with more requests.
-- ``local`` (the embedded default Qwen2.5-Coder-0.5B) or ``hf:PATH``: :class:`LocalTeacher`, transformers sampling.
-- ``ast``: :class:`AstTeacher` derives steps from the gold SQL's own AST — innermost sub-queries first, then the
-  FROM/JOIN part, the filter, the grouping, HAVING, and finally ordering/limit (the full gold) — each with a
-  templated sub-question, plus perturbed variants (a wrong value, a wrong column, a repeated step) that the pruner
-  must reject. It needs no LLM, so synthesis runs offline and free. Its sub-questions differ from an LLM's: they
-  are literal templates over schema names and SQL fragments ("Which books rows satisfy price > 10?"), not
-  paraphrased natural language, and its steps always follow the clause order of the gold query.
+- ``glm-4-plus`` (the paper's teacher, Zhipu's OpenAI-compatible API, key ``ZHIPUAI_API_KEY``),
+  ``openai:MODEL`` (``OPENAI_API_KEY``/``OPENAI_BASE_URL``), or any OpenAI-compatible server (vLLM, llama.cpp,
+  Ollama) with ``url=``/``model=``: :class:`OpenAITeacher`. Async (httpx), a concurrency limit, retries with
+  exponential backoff and jitter on 429/5xx/timeouts (``Retry-After`` honoured), a clear error on 401/403. The
+  k candidates come from one request with ``n=k`` at temperature > 0; a server that ignores ``n`` is topped up
+  with more requests.
+- ``local`` (the embedded default Qwen2.5-Coder-0.5B) or ``hf:PATH``: :class:`LocalTeacher`, transformers
+  sampling.
+- ``ast``: :class:`AstTeacher` derives steps from the gold SQL's own AST — innermost sub-queries first, then
+  the FROM/JOIN part, the filter, the grouping, HAVING, and finally ordering/limit (the full gold) — each with
+  a templated sub-question, plus perturbed variants (a wrong value, a wrong column, a repeated step) that the
+  pruner must reject. It needs no LLM, so synthesis runs offline and free. Its sub-questions differ from an
+  LLM's: they are literal templates over schema names and SQL fragments ("Which books rows satisfy price >
+  10?"), not paraphrased natural language, and its steps always follow the clause order of the gold query.
 
 Every LLM call is cached on disk under ``$LEARNAT_CACHE/teacher`` keyed by sha256(model, messages, sampling
 settings), so a rerun or a resumed run costs no second call. Prompt templates (``teacher_system``,
@@ -29,13 +31,17 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.paths import cache_dir
-from learnat_cli.prompts import one_line, template
+from learnat_cli.prompts import extract_sql, one_line, template
+from learnat_cli.synthesis.ast_teacher import AstTeacher
+from learnat_cli.synthesis.protocol import Proposal, State, Teacher, TeacherFatal, Usage
+
+__all__ = ["AstTeacher", "DiskCache", "LocalTeacher", "OpenAITeacher", "Proposal", "State", "Teacher",
+           "TeacherFatal", "Usage", "default_cache", "make_teacher", "parse_proposal", "to_proposals"]
 
 PRESETS = {
     # name: (base_url, model, api-key env var)
@@ -43,50 +49,14 @@ PRESETS = {
 }
 
 
-@dataclass
-class Proposal:
-    question: str
-    sql: str
-    kind: str = "llm"  # for the AST teacher: progressive-candidate / perturbed / repeat
 
-
-@dataclass
-class State:
-    """What a teacher sees: the example and the steps chosen so far."""
-
-    question: str
-    schema: str
-    gold: str
-    evidence: Optional[str] = None
-    steps: Sequence[tuple[str, str]] = ()
-
-
-@dataclass
-class Usage:
-    calls: int = 0
-    tokens: int = 0
-    cached: int = 0
-
-
-class Teacher:
-    name = "teacher"
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-
-    async def propose(self, state: State, k: int) -> list[Proposal]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------
 # Prompt and answer format
 
 
 def teacher_messages(state: State, prompts_dir=None) -> list[dict[str, str]]:
-    steps = "".join(f"Step {i}: {q}\nSQL: {one_line(s)}\n" for i, (q, s) in enumerate(state.steps, 1)) or "(none)\n"
+    steps = "".join(f"Step {i}: {q}\nSQL: {one_line(s)}\n" for i, (q, s) in enumerate(state.steps, 1))
+    steps = steps or "(none)\n"
     user = template("teacher_user", prompts_dir).format(
         schema=state.schema, evidence=f"Evidence: {state.evidence}\n" if state.evidence else "",
         question=state.question, gold=one_line(state.gold), steps=steps, next_index=len(state.steps) + 1)
@@ -95,23 +65,16 @@ def teacher_messages(state: State, prompts_dir=None) -> list[dict[str, str]]:
 
 
 _SUBQ = re.compile(r"^\s*(?:sub-?question|step\s*\d*)\s*[:.]\s*(.+)$", re.I | re.M)
-_SQL = re.compile(r"^\s*SQL\s*:\s*(.+?)\s*$", re.I | re.M)
 
 
 def parse_proposal(text: str) -> Optional[Proposal]:
-    """``Sub-question: ...`` / ``SQL: ...`` (code fences tolerated). None when no SQL is found."""
-    t = re.sub(r"```(?:sql)?", "", text or "")
-    m_sql = _SQL.search(t)
-    if not m_sql:
-        m = re.search(r"\b(SELECT|WITH)\b.*", t, re.I | re.S)
-        if not m:
-            return None
-        sql = m.group(0)
-    else:
-        sql = m_sql.group(1)
-    m_q = _SUBQ.search(t)
-    q = m_q.group(1).strip() if m_q else ""
-    return Proposal(question=q, sql=one_line(sql).rstrip(";").strip())
+    """``Sub-question: ...`` / ``SQL: ...`` (code fences tolerated; the SQL by
+    :func:`learnat_cli.prompts.extract_sql`). None when no SQL is found."""
+    sql = extract_sql(text)
+    if sql is None:
+        return None
+    m_q = _SUBQ.search(re.sub(r"```(?:sql)?", "", text or ""))
+    return Proposal(question=m_q.group(1).strip() if m_q else "", sql=sql)
 
 
 def to_proposals(texts: list[str]) -> list[Proposal]:
@@ -123,7 +86,7 @@ def to_proposals(texts: list[str]) -> list[Proposal]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Disk cache
 
 
@@ -159,14 +122,49 @@ def default_cache(enabled: bool = True, folder: Optional[str] = None) -> DiskCac
     return DiskCache(Path(folder) if folder else cache_dir("teacher"))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # OpenAI-compatible chat endpoints
+
+
+def _json_body(resp, model: str) -> dict:
+    """The JSON object of an HTTP 200 answer; HTML, malformed JSON or another JSON type is a clear error."""
+    kind = (resp.headers.get("content-type") or "?").split(";")[0]
+    try:
+        data = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        head = resp.text[:60].replace("\n", " ")
+        raise LearnatError(f"teacher {model}: HTTP 200 but the body is not JSON ({kind}: {head!r})") from None
+    if not isinstance(data, dict):
+        raise LearnatError(f"teacher {model}: HTTP 200 but the body is a JSON {type(data).__name__}, "
+                           "not an OpenAI chat completion object")
+    return data
+
+
+def _choice_texts(data: dict) -> list[str]:
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return []
+    out = []
+    for c in choices:
+        msg = c.get("message") if isinstance(c, dict) else None
+        text = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def _int(v) -> int:
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 class OpenAITeacher(Teacher):
     def __init__(self, base_url: str, model: str, api_key: Optional[str] = None, *, concurrency: int = 8,
-                 temperature: float = 0.8, max_tokens: int = 512, timeout_s: float = 60.0, max_retries: int = 6,
-                 backoff_s: float = 1.0, cache: Optional[DiskCache] = None, prompts_dir=None):
+                 temperature: float = 0.8, max_tokens: int = 512, timeout_s: float = 60.0,
+                 max_retries: int = 6, backoff_s: float = 1.0, budget_s: Optional[float] = None,
+                 cache: Optional[DiskCache] = None, prompts_dir=None):
         super().__init__()
         self.name = model
         self.base_url = base_url.rstrip("/")
@@ -176,6 +174,7 @@ class OpenAITeacher(Teacher):
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.budget_s = budget_s if budget_s is not None else 5 * timeout_s
         self.backoff_s = backoff_s
         self.cache = cache or DiskCache(None)
         self.prompts_dir = prompts_dir
@@ -210,41 +209,51 @@ class OpenAITeacher(Teacher):
         while len(texts) < n:
             body = dict(payload, n=n - len(texts))
             data = await self._post(body)
-            got = [(c.get("message") or {}).get("content") or "" for c in data.get("choices", [])]
+            got = _choice_texts(data)
             if not got:
-                raise LearnatError(f"teacher {self.model}: response without choices")
+                raise LearnatError(f"teacher {self.model}: HTTP 200 but the answer has no choices with text")
             texts.extend(got)
         texts = texts[:n]
         self.cache.put(key, texts)
         return texts
 
     async def _post(self, body: dict) -> dict:
+        """One chat completion, retried on 429/5xx/timeouts. Each attempt has a total deadline
+        (``timeout_s``: a server dripping bytes cannot hold it longer) and all attempts with their back-off
+        share one budget (``budget_s``)."""
         import httpx
 
         url = f"{self.base_url}/chat/completions"
+        loop = asyncio.get_running_loop()
+        t_end = loop.time() + self.budget_s
         attempt = 0
         while True:
             attempt += 1
+            left = t_end - loop.time()
             async with self._sem:
                 try:
-                    resp = await self._http().post(url, json=body)
+                    resp = await asyncio.wait_for(self._http().post(url, json=body),
+                                                  timeout=max(0.001, min(self.timeout_s, left)))
                     status = resp.status_code
-                except (httpx.TimeoutException, httpx.TransportError) as e:
-                    resp, status, err = None, None, f"{type(e).__name__}"
+                except (asyncio.TimeoutError, httpx.TimeoutException, httpx.TransportError) as e:
+                    resp, status = None, None
+                    err = "no complete answer within the deadline" if isinstance(e, asyncio.TimeoutError) \
+                        else type(e).__name__
             self.usage.calls += 1
             if status == 200:
-                data = resp.json()
-                self.usage.tokens += int((data.get("usage") or {}).get("total_tokens") or 0)
+                data = _json_body(resp, self.model)
+                self.usage.tokens += _int((data.get("usage") or {}).get("total_tokens")
+                                          if isinstance(data.get("usage"), dict) else 0)
                 return data
             if status in (401, 403):
-                raise LearnatError(f"teacher {self.model} at {self.base_url}: HTTP {status} "
+                raise TeacherFatal(f"teacher {self.model} at {self.base_url}: HTTP {status} "
                                    f"(check the API key: --api-key or the preset's environment variable)")
             retryable = status is None or status == 429 or status >= 500
             if not retryable:
                 detail = resp.text[:200].replace("\n", " ") if resp is not None else ""
                 raise LearnatError(f"teacher {self.model}: HTTP {status}: {detail}")
+            what = f"HTTP {status}" if status else err
             if attempt > self.max_retries:
-                what = f"HTTP {status}" if status else err
                 raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts ({what})")
             delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
             if resp is not None and resp.headers.get("retry-after"):
@@ -252,22 +261,27 @@ class OpenAITeacher(Teacher):
                     delay = max(delay, float(resp.headers["retry-after"]))
                 except ValueError:
                     pass
-            await asyncio.sleep(min(delay, 60.0))
+            delay = min(delay, 60.0)
+            if loop.time() + delay >= t_end:
+                raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts in "
+                                   f"{self.budget_s:g} s ({what})")
+            await asyncio.sleep(delay)
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
         texts = await self.chat(teacher_messages(state, self.prompts_dir), k)
         return to_proposals(texts)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Local transformers model
 
 
 class LocalTeacher(Teacher):
-    """Samples proposals from a local causal LM (transformers); runs generation in a thread."""
+    """Samples proposals from a local causal LM through :class:`learnat_cli.models.ChatModel`; runs generation
+    in a thread."""
 
     def __init__(self, model: Optional[str] = None, *, temperature: float = 0.8, max_new_tokens: int = 160,
-                 cache: Optional[DiskCache] = None, prompts_dir=None, seed: int = 0):
+                 cache: Optional[DiskCache] = None, prompts_dir=None, seed: int = 0, device: str = "auto"):
         super().__init__()
         self.spec = model
         self.temperature = temperature
@@ -275,30 +289,24 @@ class LocalTeacher(Teacher):
         self.cache = cache or DiskCache(None)
         self.prompts_dir = prompts_dir
         self.seed = seed
+        self.device = device
         self._lm = None
         self._lock = asyncio.Lock()
 
     def _load(self):
         if self._lm is None:
-            from learnat_cli.models import load_causal_lm
+            from learnat_cli.models import ChatModel
 
-            self._lm = load_causal_lm(self.spec)
+            self._lm = ChatModel(self.spec, device=self.device)
             self.name = f"local:{self.spec or 'default'}"
         return self._lm
 
     def _generate(self, messages: list[dict], k: int) -> list[str]:
-        import torch
-
-        model, tok = self._load()
-        enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        torch.manual_seed(self.seed)
-        with torch.inference_mode():
-            out = model.generate(**enc, do_sample=True, temperature=self.temperature, top_p=0.95,
-                                 max_new_tokens=self.max_new_tokens, num_return_sequences=k,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        n_in = enc["input_ids"].shape[1]
-        self.usage.tokens += int(out.shape[0] * (out.shape[1] - n_in) + n_in)
-        return [tok.decode(row[n_in:], skip_special_tokens=True) for row in out]
+        lm = self._load()
+        texts = lm.chat(messages, max_new_tokens=self.max_new_tokens, temperature=self.temperature, n=k,
+                        seed=self.seed)
+        self.usage.tokens += lm.last_prompt_tokens + lm.last_new_tokens
+        return texts
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
         messages = teacher_messages(state, self.prompts_dir)
@@ -316,50 +324,12 @@ class LocalTeacher(Teacher):
         return to_proposals(texts)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The AST teacher
-
-
-class AstTeacher(Teacher):
-    """Proposes steps derived from the gold AST (see module docstring). Deterministic given ``seed``."""
-
-    name = "ast"
-
-    def __init__(self, *, dialect: str = "sqlite", seed: int = 0, perturb: bool = True):
-        super().__init__()
-        self.dialect = dialect
-        self.seed = seed
-        self.perturb = perturb
-
-    async def propose(self, state: State, k: int) -> list[Proposal]:
-        from learnat_cli.synthesis.ast_teacher import gold_ladder, perturbations
-        from learnat_cli.sql import GoldAst
-
-        self.usage.calls += 1
-        ladder = gold_ladder(state.gold, state.question, self.dialect)
-        gold = GoldAst(state.gold, self.dialect)
-        done: set = set()
-        for _, s in state.steps:
-            done |= gold.covered(s)
-        fresh = [p for p in ladder if not (gold.covered(p.sql) <= done)]
-        rng = random.Random(hash((self.seed, state.gold, len(state.steps))) & 0xFFFFFFFF)
-        # the next ladder step is the progressive candidate; skipping ahead would make every trajectory a single
-        # "answer the whole question" step, which teaches no decomposition
-        out: list[Proposal] = fresh[:1]
-        if self.perturb and fresh:
-            out += perturbations(fresh[0], state, rng, self.dialect)
-            if state.steps:
-                q, s = state.steps[-1]
-                out.append(Proposal(question=q, sql=s, kind="repeat"))
-        return out[:k]
-
-
 def make_teacher(spec: str, *, url: Optional[str] = None, model: Optional[str] = None,
                  api_key: Optional[str] = None, concurrency: int = 8, temperature: float = 0.8,
                  cache: Optional[DiskCache] = None, dialect: str = "sqlite", seed: int = 0,
                  prompts_dir=None) -> Teacher:
-    """Build a teacher from ``--teacher``: ``ast``, ``local``, ``hf:PATH``, ``glm-4-plus``, ``openai:MODEL``, or
-    any model name served at ``--teacher-url``."""
+    """Build a teacher from ``--teacher``: ``ast``, ``local``, ``hf:PATH``, ``glm-4-plus``,
+    ``openai:MODEL``, or any model name served at ``--teacher-url``."""
     if spec == "ast":
         return AstTeacher(dialect=dialect, seed=seed)
     if spec == "local" or spec.startswith("hf:"):
@@ -369,20 +339,21 @@ def make_teacher(spec: str, *, url: Optional[str] = None, model: Optional[str] =
         base, name, env = PRESETS[spec]
         key = api_key or os.environ.get(env)
         if not key:
-            raise LearnatError(f"--teacher {spec} needs an API key: set {env} or pass --api-key")
+            raise TeacherFatal(f"--teacher {spec} needs an API key: set {env} or pass --api-key")
         return OpenAITeacher(base, model or name, key, concurrency=concurrency, temperature=temperature,
                              cache=cache, prompts_dir=prompts_dir)
     if spec.startswith("openai:") and not url:
         base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise LearnatError("--teacher openai:MODEL needs an API key: set OPENAI_API_KEY or pass --api-key")
-        return OpenAITeacher(base, spec.split(":", 1)[1], key, concurrency=concurrency, temperature=temperature,
-                             cache=cache, prompts_dir=prompts_dir)
+            raise TeacherFatal("--teacher openai:MODEL needs an API key: set OPENAI_API_KEY or pass "
+                               "--api-key")
+        return OpenAITeacher(base, spec.split(":", 1)[1], key, concurrency=concurrency,
+                             temperature=temperature, cache=cache, prompts_dir=prompts_dir)
     if url:
         name = model or (spec.split(":", 1)[1] if ":" in spec else spec)
         return OpenAITeacher(url, name, api_key or os.environ.get("LEARNAT_TEACHER_API_KEY"),
                              concurrency=concurrency, temperature=temperature, cache=cache,
                              prompts_dir=prompts_dir)
-    raise LearnatError(f"unknown teacher {spec!r}: use ast, local, hf:PATH, glm-4-plus, openai:MODEL, "
+    raise TeacherFatal(f"unknown teacher {spec!r}: use ast, local, hf:PATH, glm-4-plus, openai:MODEL, "
                        "or --teacher-url URL for any OpenAI-compatible server", field="teacher")

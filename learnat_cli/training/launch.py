@@ -16,7 +16,10 @@ Trainer, which picks up the distributed environment (NCCL on GPUs, gloo on CPU w
 ``manifest.json``; the parent reads it back and prints it as the stage's one output record. Children's stdout goes
 to the parent's stderr, so stdout still carries data only.
 
-Input: a stage config (dict). Output: the manifest record. No heavy imports at module import time.
+:func:`train` is the one entry of both stages (``stages/sft.py``, ``stages/mdpo.py``): it checks the topology first
+(``--gpus 2`` on a machine without CUDA fails before anything is launched or created), then trains in this process
+or under the launcher. Input: a :class:`~learnat_cli.training.config.TrainConfig`. Output: the manifest record.
+No heavy imports at module import time.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from learnat_cli.errors import LearnatError
+from learnat_cli.training.config import MdpoConfig, SftConfig, TrainConfig
 
 CHILD_ENV = "LEARNAT_LAUNCHED"
 LAUNCH_CONFIG = "launch_config.json"
@@ -145,54 +149,77 @@ def spool_input(path: str, output_dir: str | os.PathLike) -> str:
     return str(dst.resolve())
 
 
-def launch(stage: str, config: dict[str, Any], *, gpus: int = 1, nodes: int = 1, node_rank: int = 0,
-           master_addr: str | None = None, master_port: int | None = None,
-           deepspeed: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``stage`` under ``accelerate launch`` and return rank 0's manifest record."""
-    config = dict(config)
-    out = Path(config["output_dir"]).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    config["output_dir"] = str(out)
-    config["input"] = spool_input(config.get("input", "-"), out)
-    cpu = bool(config.get("cpu"))
-    if not cpu:
+def check_topology(cfg: TrainConfig) -> None:
+    """Refuse what cannot run here before anything is printed, created or launched."""
+    if not needs_launch(cfg.gpus, cfg.nodes, cfg.deepspeed):
+        return
+    if cfg.deepspeed is not None:
+        if cfg.cpu:
+            raise LearnatError("--deepspeed needs GPUs; drop --cpu", field="deepspeed")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise LearnatError("DeepSpeed is not installed (pip install deepspeed)", field="deepspeed")
+    if not cfg.cpu:
         import torch
 
         if not torch.cuda.is_available():
             raise LearnatError("no CUDA GPU here: --gpus/--nodes/--deepspeed need GPUs (or --cpu for a CPU test "
                                "run over gloo)", field="gpus")
-    if deepspeed is not None:
-        if cpu:
-            raise LearnatError("--deepspeed needs GPUs; drop --cpu", field="deepspeed")
-        if importlib.util.find_spec("deepspeed") is None:
-            raise LearnatError("DeepSpeed is not installed (pip install deepspeed)", field="deepspeed")
-        bf16 = config.get("bf16") is not False
-        config["deepspeed"] = str(write_deepspeed_config(deepspeed, out, bf16=bf16))
-    config["world_size"] = gpus * nodes
+        if cfg.gpus > torch.cuda.device_count():
+            raise LearnatError(f"--gpus {cfg.gpus} but this machine has {torch.cuda.device_count()} GPU(s)",
+                               field="gpus")
+    build_launch_command("sft", "x", gpus=cfg.gpus, nodes=cfg.nodes, node_rank=cfg.node_rank,
+                         master_addr=cfg.master_addr, master_port=cfg.master_port)
+
+
+def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run ``stage`` under ``accelerate launch`` and return rank 0's manifest record (``force``: even for one
+    process without DeepSpeed, as ``gpu-check`` does to exercise the launcher)."""
+    check_topology(cfg)
+    config = cfg.to_dict()
+    out = Path(config["output_dir"]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config["output_dir"] = str(out)
+    config["input"] = spool_input(config.get("input", "-"), out)
+    if cfg.deepspeed is not None:
+        config["deepspeed_config"] = str(write_deepspeed_config(cfg.deepspeed, out, bf16=cfg.bf16 is not False))
+    config["world_size"] = cfg.gpus * cfg.nodes
     cfg_path = out / LAUNCH_CONFIG
     cfg_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest_path.unlink()
-    cmd = build_launch_command(stage, cfg_path, gpus=gpus, nodes=nodes, node_rank=node_rank,
-                               master_addr=master_addr, master_port=master_port)
+    cmd = build_launch_command(stage, cfg_path, gpus=cfg.gpus, nodes=cfg.nodes, node_rank=cfg.node_rank,
+                               master_addr=cfg.master_addr, master_port=cfg.master_port)
     child_env = dict(os.environ)
     child_env[CHILD_ENV] = "1"
     # The children must import this checkout's packages even when it is not installed.
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
-    if cpu:
+    if cfg.cpu:
         child_env.setdefault("OMP_NUM_THREADS", "1")
     child_env.update(env or {})
     proc = subprocess.run(cmd, check=False, env=child_env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno()
                           if _has_fileno(sys.stderr) else None)
     if proc.returncode != 0:
         raise LearnatError(f"distributed {stage} failed (exit {proc.returncode}); see the messages above")
-    if node_rank != 0:
-        return {"stage": stage, "output_dir": str(out), "node_rank": node_rank, "world_size": gpus * nodes}
+    if cfg.node_rank != 0:
+        return {"stage": stage, "output_dir": str(out), "node_rank": cfg.node_rank, "world_size": cfg.gpus * cfg.nodes}
     if not manifest_path.exists():
         raise LearnatError("the launched training wrote no manifest", file=str(manifest_path))
     return json.loads(manifest_path.read_text(encoding="utf-8"))
+
+
+def train(stage: str, cfg: TrainConfig, *, rows: list[dict[str, Any]] | None = None,
+          on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``stage`` with ``cfg``: in this process, or under ``accelerate launch`` when the topology needs it."""
+    check_topology(cfg)
+    if needs_launch(cfg.gpus, cfg.nodes, cfg.deepspeed):
+        if rows is not None:
+            raise LearnatError("in-memory rows cannot be sent to launched processes; pass a file as input")
+        if on_event:
+            on_event("message", {"text": f"launching {cfg.gpus * cfg.nodes} process(es) with accelerate"})
+        return launch(stage, cfg)
+    return run_stage(stage, cfg, rows=rows, on_event=on_event)
 
 
 def _has_fileno(stream) -> bool:
@@ -203,17 +230,21 @@ def _has_fileno(stream) -> bool:
         return False
 
 
-def run_stage(stage: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage in this process (what each launched process does)."""
+def run_stage(stage: str, cfg: TrainConfig | dict[str, Any], *, rows: list[dict[str, Any]] | None = None,
+              on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one stage in this process (what each launched process does, with a config dict)."""
+    if stage not in ("sft", "mdpo"):
+        raise LearnatError(f"unknown stage {stage!r}")
+    cls = SftConfig if stage == "sft" else MdpoConfig
+    if isinstance(cfg, dict):
+        cfg = cls.from_dict(cfg)
     if stage == "sft":
-        from learnat_cli.training.runner import SftConfig, train_sft
+        from learnat_cli.training.runner import train_sft
 
-        return train_sft(SftConfig.from_dict(config))
-    if stage == "mdpo":
-        from learnat_cli.training.mdpo_trainer import MdpoConfig, train_mdpo
+        return train_sft(cfg, rows, on_event)  # type: ignore[arg-type]
+    from learnat_cli.training.mdpo_trainer import train_mdpo
 
-        return train_mdpo(MdpoConfig.from_dict(config))
-    raise LearnatError(f"unknown stage {stage!r}")
+    return train_mdpo(cfg, rows, on_event)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,8 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _, stage, cfg_path = args
     try:
+        from learnat_cli.training.runner import print_events
+
         config = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
-        run_stage(stage, config)
+        run_stage(stage, config, on_event=print_events(stage))
     except LearnatError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -31,90 +31,59 @@ default is 1e-6), 1 epoch.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import sys
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.jsonl import display_name, read_jsonl
+from learnat_cli.jsonl import display_name, parse_record, read_jsonl
+from learnat_cli.records import PreferencePair
+from learnat_cli.training.config import MARGIN_FORMS, MdpoConfig
 from learnat_cli.training.runner import (
-    TrainConfig,
-    check_messages,
+    EventFn,
     common_args,
     device_settings,
     load_model,
     lora_config,
-    quiet_libraries,
+    quiet,
     run_trainer,
+    split_eval,
 )
 
-MARGIN_FORMS = ("linear", "odpo")
-
-
-@dataclass
-class MdpoConfig(TrainConfig):
-    output_dir: str = "learnat-mdpo"
-    beta: float = 0.1
-    gamma: float = 1.0
-    margin_form: str = "linear"
-    odpo_alpha: float = 1.0
-    ref_model: str | None = None
-    learning_rate: float = 5e-6
-    epochs: float = 1.0
-    precompute_ref: bool = False
-
-
+__all__ = ["MARGIN_FORMS", "MdpoConfig", "build_mdpo_trainer", "load_pairs", "mdpo_losses", "train_mdpo"]
 # --------------------------------------------------------------------------------------------------------------
 # Input
 
 
 def load_pairs(path: str, limit: int | None = None, margin_form: str = "linear") -> list[dict[str, Any]]:
-    """Read preference rows into TRL's format plus ``margin`` (float). A string prompt takes string completions;
-    a message-list prompt takes message lists or strings (wrapped as one assistant message)."""
+    """Read :class:`PreferencePair` records into TRL's format plus ``margin`` (float). A string prompt takes
+    string completions; a message-list prompt takes message lists or strings (wrapped as one assistant
+    message). All rows of one file use the same prompt form."""
     name = display_name(path)
     rows: list[dict[str, Any]] = []
     conv = None
     for lineno, obj in read_jsonl(path):
+        rec = parse_record(PreferencePair, obj, name, lineno)
+        is_conv = not isinstance(rec.prompt, str)
+        row: dict[str, Any] = {}
         for f in ("prompt", "chosen", "rejected"):
-            if f not in obj or obj[f] is None:
-                raise LearnatError("missing required field", file=name, line=lineno, field=f)
-        prompt = obj["prompt"]
-        if isinstance(prompt, str):
-            is_conv = False
-            for f in ("chosen", "rejected"):
-                if not isinstance(obj[f], str):
-                    raise LearnatError("expected a string (the prompt is a string)", file=name, line=lineno,
-                                       field=f)
-            row = {"prompt": prompt, "chosen": obj["chosen"], "rejected": obj["rejected"]}
-        elif isinstance(prompt, list):
-            is_conv = True
-            row = {"prompt": check_messages(prompt, name, lineno, "prompt")}
-            for f in ("chosen", "rejected"):
-                v = obj[f]
-                if isinstance(v, str):
-                    row[f] = [{"role": "assistant", "content": v}]
-                else:
-                    row[f] = check_messages(v, name, lineno, f)
-        else:
-            raise LearnatError("expected a string or a list of chat messages", file=name, line=lineno,
-                               field="prompt")
+            v = getattr(rec, f)
+            if isinstance(v, str):
+                if is_conv and f != "prompt":
+                    v = [{"role": "assistant", "content": v}]
+            elif not is_conv:
+                raise LearnatError("expected a string (the prompt is a string)", file=name, line=lineno, field=f)
+            else:
+                v = [{"role": m.role, "content": m.content} for m in v]
+            row[f] = v
         if conv is None:
             conv = is_conv
         elif conv != is_conv:
             raise LearnatError("mixed prompt formats (strings and chat messages) in one file", file=name,
                                line=lineno, field="prompt")
-        margin = obj.get("margin", 0.0)
-        if margin is None:
-            margin = 0.0
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise LearnatError("expected a finite number", file=name, line=lineno, field="margin")
-        if margin_form == "odpo" and margin <= 0:
+        if margin_form == "odpo" and rec.margin <= 0:
             raise LearnatError("the odpo margin form needs margin > 0 (log of the reward gap)", file=name,
                                line=lineno, field="margin")
-        row["margin"] = float(margin)
+        row["margin"] = float(rec.margin)
         rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
@@ -170,8 +139,6 @@ def trainer_classes():
 
         def __init__(self, *args, gamma: float = 1.0, margin_form: str = "linear", odpo_alpha: float = 1.0,
                      **kwargs):
-            if margin_form not in MARGIN_FORMS:
-                raise LearnatError(f"unknown margin form {margin_form!r}", field="margin_form")
             self.gamma = float(gamma)
             self.margin_form = margin_form
             self.odpo_alpha = float(odpo_alpha)
@@ -275,34 +242,33 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
     from datasets import Dataset
     from trl import DPOConfig
 
-    quiet_libraries()
-    if cfg.margin_form not in MARGIN_FORMS:
-        raise LearnatError(f"unknown margin form {cfg.margin_form!r} (expected one of {', '.join(MARGIN_FORMS)})",
-                           field="margin_form")
-    if rows is None:
-        rows = load_pairs(cfg.input, cfg.limit, cfg.margin_form)
-    use_cpu, bf16 = device_settings(cfg)
-    model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16)
-    if cfg.full and adapter:
-        raise LearnatError("--full cannot continue an adapter folder; merge it first (learnat sft --merge)",
-                           field="model")
-    ref_model = _load_ref_model(cfg.ref_model, bf16) if cfg.ref_model else None
-    args = DPOConfig(**common_args(cfg, use_cpu, bf16), beta=cfg.beta, loss_type=["sigmoid"],
-                     precompute_ref_log_probs=cfg.precompute_ref)
-    if peft_config is None and not cfg.full and not adapter:
-        peft_config = lora_config(cfg)
-    _, MdpoTrainer = trainer_classes()
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet():
+        if rows is None:
+            rows = load_pairs(cfg.input, cfg.limit, cfg.margin_form)
+        rows, eval_rows = split_eval(rows, cfg, lambda p: load_pairs(p, None, cfg.margin_form))
+        use_cpu, bf16 = device_settings(cfg)
+        args = DPOConfig(**common_args(cfg, use_cpu, bf16, eval_rows is not None), beta=cfg.beta,
+                         loss_type=["sigmoid"], precompute_ref_log_probs=cfg.precompute_ref)
+        model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16 and not cfg.full)  # as in SFT
+        if cfg.full and adapter:
+            raise LearnatError("--full cannot continue an adapter folder; merge it first (learnat sft --merge)",
+                               field="model")
+        ref_model = _load_ref_model(cfg.ref_model, bf16) if cfg.ref_model else None
+        if peft_config is None and not cfg.full and not adapter:
+            peft_config = lora_config(cfg, model)
+        _, MdpoTrainer = trainer_classes()
         trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                              eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                               processing_class=tokenizer, peft_config=peft_config, gamma=cfg.gamma,
                               margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha)
     return trainer, {"base": base, "adapter": adapter, "rows": len(rows)}
 
 
-def train_mdpo(cfg: MdpoConfig) -> dict[str, Any]:
-    """Run MDPO and return the manifest record."""
-    trainer, info = build_mdpo_trainer(cfg)
+def train_mdpo(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None,
+               on_event: EventFn | None = None) -> dict[str, Any]:
+    """Run MDPO in this process and return the manifest record."""
+    trainer, info = build_mdpo_trainer(cfg, rows)
     extra = {"beta": cfg.beta, "gamma": cfg.gamma, "margin_form": cfg.margin_form, "odpo_alpha": cfg.odpo_alpha,
              "ref_model": cfg.ref_model}
-    return run_trainer(trainer, cfg, stage="mdpo", extra_config=extra, n_rows=info["rows"], base=info["base"],
-                       adapter_in=info["adapter"])
+    return run_trainer(trainer, cfg, stage="mdpo", n_rows=info["rows"], base=info["base"],
+                       adapter_in=info["adapter"], on_event=on_event, extra=extra)

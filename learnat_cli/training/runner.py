@@ -15,8 +15,11 @@ Loss is on the assistant turns only:
   prompt/completion form -- prompt = the messages before the last assistant turn, completion = that turn -- and
   TRL's ``completion_only_loss=True`` masks the prompt. Earlier assistant turns, if any, are context only.
 
-Also holds what :mod:`learnat_cli.training.mdpo_trainer` shares with SFT: model/adapter loading, the TrainingArguments fields
-common to both stages, checkpoint resume, merge, and the config/metrics/manifest files.
+Also holds what :mod:`learnat_cli.training.mdpo_trainer` shares with SFT (the training kit): model loading through
+:func:`learnat_cli.models.load_model`, the TrainingArguments fields common to both stages, the progress callback
+(step/total/loss/lr/eta to a plain function), checkpoints (every ``save_steps`` and always at the end) and resume,
+an optional eval split, merge, portable adapters (``base_model_name_or_path`` is the embedded model's id, never a
+path of the training machine), and the resolved config / metrics / manifest files.
 
 Defaults and where they come from (PAPER.md gives no SFT hyper-parameters for LearNAT): LoRA r=16, alpha=32,
 dropout 0.05 on all linear layers (common LoRA practice for 0.5B-7B code models), lr 2e-4 (usual LoRA SFT rate),
@@ -29,128 +32,84 @@ Heavy imports (torch, transformers, trl, peft) happen inside functions.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
-import os
+import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.jsonl import display_name, read_jsonl
+from learnat_cli.jsonl import display_name, parse_record, read_jsonl
+from learnat_cli.records import SftRow
+from learnat_cli.training.config import SftConfig, TrainConfig, save_resolved
+
+__all__ = ["SftConfig", "TrainConfig", "build_sft_trainer", "load_sft_rows", "train_sft"]
+
+# on_event(kind, info): kind is "message" (info["text"]), "start" (step, total), "tick" (step, total, each
+# optimizer step), "step" (step, total, loss, lr, eta_s, epoch, each logged step) or "eval" (step, eval_loss).
+EventFn = Callable[[str, dict[str, Any]], None]
 
 ADAPTER_CONFIG = "adapter_config.json"
 CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 MERGED_DIR = "merged"
-
-
-@dataclass
-class TrainConfig:
-    """Options shared by ``sft`` and ``mdpo`` (the CLI flags of the same names)."""
-
-    input: str = "-"
-    output_dir: str = "learnat-sft"
-    model: str | None = None  # None -> the embedded default student (models.resolve_model)
-    full: bool = False  # full fine-tuning instead of LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None  # None -> "all-linear"
-    epochs: float = 3.0
-    max_steps: int = -1
-    learning_rate: float = 2e-4
-    batch_size: int = 1
-    grad_accum: int = 8
-    max_length: int = 4096
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    save_steps: int = 0  # 0: no intermediate checkpoints
-    save_total_limit: int | None = 2
-    resume: bool = False
-    merge: bool = False
-    seed: int = 42
-    cpu: bool = False  # force CPU (else CUDA when present)
-    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
-    gradient_checkpointing: bool = False
-    logging_steps: int = 1
-    limit: int | None = None
-    deepspeed: str | None = None  # path to a DeepSpeed JSON config (see launch.deepspeed_config)
-    world_size: int = 1  # informational: processes the launcher started
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class SftConfig(TrainConfig):
-    output_dir: str = "learnat-sft"
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Input
 
 
-def _is_messages(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(m, dict) for m in v)
-
-
-def check_messages(msgs: Any, name: str, line: int, fld: str) -> list[dict[str, str]]:
-    """Validate a chat message list (each ``{"role", "content"}`` with string values); return clean copies."""
-    if not isinstance(msgs, list) or not msgs:
-        raise LearnatError("expected a non-empty list of chat messages", file=name, line=line, field=fld)
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise LearnatError("expected a {role, content} object", file=name, line=line, field=f"{fld}.{i}")
-        for k in ("role", "content"):
-            if not isinstance(m.get(k), str):
-                msg = "missing required field" if k not in m else "expected a string"
-                raise LearnatError(msg, file=name, line=line, field=f"{fld}.{i}.{k}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
 def load_sft_rows(path: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Read SFT rows into TRL's formats: ``{"messages": [...]}`` (conversational language modelling) or
-    ``{"prompt": str, "completion": str}``. All rows of one file must use the same form."""
+    """Read :class:`SftRow` records into TRL's formats: ``{"messages": [...]}`` (conversational language
+    modelling) or ``{"prompt": str, "completion": str}``. All rows of one file must use the same form."""
     name = display_name(path)
     rows: list[dict[str, Any]] = []
     kind = None
     for lineno, obj in read_jsonl(path):
-        if "messages" in obj and obj["messages"] is not None:
-            msgs = check_messages(obj["messages"], name, lineno, "messages")
-            if not any(m["role"] == "assistant" for m in msgs):
-                raise LearnatError("no assistant message to learn from", file=name, line=lineno, field="messages")
-            row, k = {"messages": msgs}, "messages"
-        elif "prompt" in obj or "completion" in obj:
-            for f in ("prompt", "completion"):
-                if f not in obj:
-                    raise LearnatError("missing required field", file=name, line=lineno, field=f)
-                if not isinstance(obj[f], str):
-                    raise LearnatError("expected a string", file=name, line=lineno, field=f)
-            if not obj["completion"]:
-                raise LearnatError("empty completion", file=name, line=lineno, field="completion")
-            row, k = {"prompt": obj["prompt"], "completion": obj["completion"]}, "prompt_completion"
+        rec = parse_record(SftRow, obj, name, lineno)
+        try:
+            k = rec.form()
+        except LearnatError as e:
+            raise LearnatError(e.message, file=name, line=lineno, field=e.field) from None
+        if k == "messages":
+            row: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in rec.messages or []]}
         else:
-            raise LearnatError("missing required field (expected 'messages', or 'prompt' and 'completion')",
-                               file=name, line=lineno, field="messages")
+            row = {"prompt": rec.prompt, "completion": rec.completion}
         if kind is None:
             kind = k
         elif k != kind:
-            raise LearnatError(f"mixed row formats: earlier rows use {kind!r}, this one {k!r}",
-                               file=name, line=lineno)
+            raise LearnatError(f"mixed row formats: earlier rows use {kind!r}, this one {k!r}", file=name,
+                               line=lineno)
         rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
         raise LearnatError("no training rows", file=name)
     return rows
+
+
+def split_eval(rows: list[dict[str, Any]], cfg: TrainConfig,
+               load: Callable[[str], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list | None]:
+    """``(train_rows, eval_rows or None)``: ``--eval-file`` rows, or a seeded random ``--eval-split`` fraction."""
+    if cfg.eval_file:
+        return rows, load(cfg.eval_file)
+    if not cfg.eval_split:
+        return rows, None
+    n = max(1, round(len(rows) * cfg.eval_split))
+    if n >= len(rows):
+        raise LearnatError(f"--eval-split {cfg.eval_split} leaves no training rows ({len(rows)} rows)",
+                           field="eval_split")
+    order = list(range(len(rows)))
+    random.Random(cfg.seed).shuffle(order)
+    held = set(order[:n])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
 def has_generation_markers(tokenizer) -> bool:
@@ -177,37 +136,7 @@ def sft_dataset_format(rows: list[dict[str, Any]], tokenizer) -> tuple[list[dict
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Models
-
-
-def resolve_model_path(spec: str | None) -> str:
-    """``--model`` -> a local folder or hub id, via :func:`learnat_cli.models.resolve_model` when available."""
-    try:
-        from learnat_cli.models import resolve_model  # written by another module; imported lazily
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        return str(resolve_model(spec))
-    if spec is None:
-        raise LearnatError("no default student available (learnat_cli.models is missing); pass --model PATH",
-                           field="model")
-    return spec
-
-
-def is_adapter_dir(path: str | os.PathLike) -> bool:
-    return (Path(path) / ADAPTER_CONFIG).is_file()
-
-
-def adapter_base(path: str | os.PathLike) -> str:
-    """The base model an adapter folder was trained on (``base_model_name_or_path`` in adapter_config.json)."""
-    p = Path(path) / ADAPTER_CONFIG
-    try:
-        base = json.loads(p.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, json.JSONDecodeError) as e:
-        raise LearnatError(f"unreadable adapter config: {e}", file=str(p)) from None
-    if not base:
-        raise LearnatError("adapter config names no base model", file=str(p), field="base_model_name_or_path")
-    return base
+# Models and arguments
 
 
 def device_settings(cfg: TrainConfig) -> tuple[bool, bool]:
@@ -222,164 +151,201 @@ def device_settings(cfg: TrainConfig) -> tuple[bool, bool]:
     return use_cpu, bf16
 
 
+def portable_name(spec: str | None, path: str | None = None) -> str | None:
+    """The base-model name an adapter records so that any machine resolves it: the embedded model's id when
+    ``spec`` (or its resolved ``path``) is an embedded model, a hub id as given, else the absolute folder."""
+    from learnat_cli.models import ALIASES, EMBEDDED
+    from learnat_cli.paths import cache_dir
+
+    key = ALIASES.get(spec, spec)
+    if key in EMBEDDED:
+        return key
+    for k, e in EMBEDDED.items():
+        if path and Path(path).resolve() == (cache_dir("models") / e.name).resolve():
+            return k
+    if spec and Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser().resolve())
+    return spec
+
+
 def load_model(spec: str | None, *, bf16: bool, trainable_adapter: bool = True):
-    """Load ``(model, tokenizer, base_path, adapter_path)``. A folder with ``adapter_config.json`` (a
-    ``learnat sft`` output) loads its base model plus the adapter, trainable when ``trainable_adapter``."""
+    """``(model, tokenizer, base, adapter_path)`` through :func:`learnat_cli.models.load_causal_lm`; an adapter
+    folder (a ``learnat sft`` output) is kept as a PeftModel, trainable when ``trainable_adapter``, and its
+    recorded base is resolved like ``--model``. ``base`` is :func:`portable_name` of the base model."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(spec)
-    if path.startswith("~"):
-        path = os.path.expanduser(path)
-    adapter = None
-    base = path
-    if is_adapter_dir(path):
-        adapter = path
-        base = adapter_base(path)
-        if not Path(base).exists():
-            # A name or hub id recorded by an earlier run: resolve it the same way as --model.
-            base = resolve_model_path(base)
-    elif spec is not None and not Path(path).exists() and path.startswith((".", "/", "~")):
-        raise LearnatError("no such model folder", file=path, field="model")
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    from learnat_cli.models import load_causal_lm, resolve_model
+
+    path = resolve_model(spec)
+    base_spec, adapter = spec, None
+    if (Path(path) / ADAPTER_CONFIG).is_file():
+        adapter, base_spec = path, adapter_base(path)
+    model, tok = load_causal_lm(spec, device=None, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                merge_adapter=False, trainable=trainable_adapter)
+    return model, tok, portable_name(base_spec, resolve_model(base_spec) if base_spec else None), adapter
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter folder was trained on (``base_model_name_or_path`` in adapter_config.json)."""
+    p = Path(path) / ADAPTER_CONFIG
     try:
-        tok_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else base
-        tokenizer = AutoTokenizer.from_pretrained(tok_src)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    except OSError as e:
-        raise LearnatError(f"cannot load model: {e}".splitlines()[0], file=str(base), field="model") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
-    return model, tokenizer, base, adapter
+        base = json.loads(p.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as e:
+        raise LearnatError(f"unreadable adapter config: {e}", file=str(p)) from None
+    if not base:
+        raise LearnatError("adapter config names no base model", file=str(p), field="base_model_name_or_path")
+    return base
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, model=None):
+    """LoRA on all linear layers (or ``target_modules``), on the last ``lora_layers`` decoder layers only when
+    that is set."""
     from peft import LoraConfig
 
+    extra: dict[str, Any] = {}
+    if cfg.lora_layers:
+        n_layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+        if not n_layers:
+            raise LearnatError("--lora-layers needs a model whose config has num_hidden_layers", field="lora_layers")
+        extra = {"layers_to_transform": list(range(max(0, n_layers - cfg.lora_layers), n_layers)),
+                 "layers_pattern": "layers"}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules or "all-linear", task_type="CAUSAL_LM")
+                      target_modules=cfg.target_modules or "all-linear", task_type="CAUSAL_LM", **extra)
 
 
-def common_args(cfg: TrainConfig, use_cpu: bool, bf16: bool) -> dict[str, Any]:
-    """TrainingArguments fields shared by SFTConfig and DPOConfig."""
-    save = cfg.save_steps and cfg.save_steps > 0
-    if not 0.0 <= cfg.warmup_ratio < 1.0:
-        raise LearnatError("expected a fraction in [0, 1)", field="warmup_ratio")
+def check_report_to(report_to: str) -> None:
+    """``--report-to`` needs its package; say which when it is missing."""
+    need = TRACKERS.get(report_to)
+    if need and not any(importlib.util.find_spec(p) for p in need):
+        raise LearnatError(f"--report-to {report_to} needs the {need[0]} package (pip install {need[0]})",
+                           field="report_to")
+
+
+def common_args(cfg: TrainConfig, use_cpu: bool, bf16: bool, has_eval: bool = False) -> dict[str, Any]:
+    """TrainingArguments fields shared by SFTConfig and DPOConfig. Checkpoints: every ``save_steps`` steps and
+    always at the last step (transformers saves at the end under the "steps" strategy)."""
+    check_report_to(cfg.report_to)
+    every = cfg.save_steps if cfg.save_steps > 0 else 10**9
     return {
         "output_dir": cfg.output_dir,
         "num_train_epochs": cfg.epochs,
         "max_steps": cfg.max_steps if cfg.max_steps is not None else -1,
         "learning_rate": cfg.learning_rate,
         "per_device_train_batch_size": cfg.batch_size,
+        "per_device_eval_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "warmup_steps": cfg.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         "weight_decay": cfg.weight_decay,
         "logging_steps": cfg.logging_steps,
-        "save_strategy": "steps" if save else "no",
-        "save_steps": cfg.save_steps if save else 500,
+        "save_strategy": "steps",
+        "save_steps": every,
         "save_total_limit": cfg.save_total_limit,
+        "eval_strategy": "steps" if has_eval and cfg.save_steps > 0 else "no",
+        "eval_steps": every if has_eval and cfg.save_steps > 0 else None,
+        "train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random",
         "seed": cfg.seed,
         "use_cpu": use_cpu,
         "bf16": bf16,
         "fp16": False,
         "gradient_checkpointing": cfg.gradient_checkpointing,
-        "report_to": "none",
+        "report_to": cfg.report_to,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "ddp_find_unused_parameters": False,
-        "deepspeed": cfg.deepspeed,
+        "deepspeed": cfg.deepspeed_config,
         "max_length": cfg.max_length,
     }
 
 
-def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+@contextlib.contextmanager
+def quiet():
+    """Library chatter (warnings, info logs, progress bars, stray prints) off the terminal while training:
+    the progress callback is what the user sees; stdout stays for data."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with contextlib.suppress(ImportError):
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        datasets.disable_progress_bars()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def quiet_libraries() -> None:  # kept for benchmarks
+    with quiet():
+        pass
+
+
+def progress_callback(on_event: EventFn):
+    """A transformers TrainerCallback reporting step/total/loss/lr/eta (rank 0 only) to ``on_event``."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0, self.step0, self.last = time.time(), state.global_step, {}
+            if state.is_world_process_zero:
+                on_event("start", {"step": state.global_step, "total": state.max_steps})
+
+        def _eta(self, state) -> float | None:
+            done = state.global_step - self.step0
+            return (time.time() - self.t0) / done * (state.max_steps - state.global_step) if done else None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                on_event("tick", {"step": state.global_step, "total": state.max_steps, "eta_s": self._eta(state)})
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            info = {"step": state.global_step, "total": state.max_steps, "epoch": state.epoch}
+            if "eval_loss" in logs:
+                on_event("eval", {**info, "eval_loss": logs["eval_loss"]})
+            elif "loss" in logs:
+                on_event("step", {**info, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                                  "eta_s": self._eta(state)})
+
+    return ProgressCallback()
+
+
+def print_events(stage: str) -> EventFn:
+    """Plain one-line-per-log-step events on stderr (launched processes, Python use without a callback)."""
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "message":
+            print(f"learnat {stage}: {info['text']}", file=sys.stderr, flush=True)
+        elif kind in ("step", "eval"):
+            stats = "  ".join(f"{k} {info[k]:.4g}" for k in ("loss", "lr", "eval_loss", "eta_s")
+                              if info.get(k) is not None)
+            print(f"learnat {stage}: step {info['step']}/{info['total']}  {stats}", file=sys.stderr, flush=True)
+
+    return on_event
+
+
+def attach_progress(trainer, on_event: EventFn | None) -> None:
+    """Replace the Trainer's raw log printing by the progress callback."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if on_event is not None:
+        trainer.add_callback(progress_callback(on_event))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     if not Path(output_dir).is_dir():
         return None
     return get_last_checkpoint(str(output_dir))
-
-
-def _final_loss(log_history: list[dict[str, Any]]) -> float | None:
-    for entry in reversed(log_history):
-        if "loss" in entry:
-            return float(entry["loss"])
-    return None
-
-
-def run_trainer(trainer, cfg: TrainConfig, *, stage: str, extra_config: dict[str, Any], n_rows: int,
-                base: str, adapter_in: str | None, loss_mode: str | None = None) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint when asked), save the adapter/model, write the config and metrics
-    files, merge when asked, and return the manifest record. Python-level prints of the Trainer go to stderr."""
-    if trainer.is_world_process_zero():
-        # A manifest left by an earlier run must not make an unfinished run look complete.
-        (Path(cfg.output_dir) / MANIFEST_FILE).unlink(missing_ok=True)
-    resume_from = None
-    if cfg.resume:
-        resume_from = last_checkpoint(cfg.output_dir)
-        if resume_from is None:
-            print(f"learnat {stage}: --resume: no checkpoint in {cfg.output_dir}, starting fresh", file=sys.stderr)
-    t0 = time.time()
-    with contextlib.redirect_stdout(sys.stderr):
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        runtime = time.time() - t0
-        trainer.save_model(cfg.output_dir)
-    out = Path(cfg.output_dir)
-    history = list(trainer.state.log_history)
-    final_loss = _final_loss(history)
-    first_loss = next((float(e["loss"]) for e in history if "loss" in e), None)
-    manifest: dict[str, Any] = {
-        "stage": stage,
-        "output_dir": str(out),
-        "adapter_dir": str(out) if not cfg.full else None,
-        "model_dir": str(out) if cfg.full else None,
-        "merged_dir": None,
-        "base_model": base,
-        "init_adapter": adapter_in,
-        "lora": not cfg.full,
-        "examples": n_rows,
-        "steps": int(trainer.state.global_step),
-        "epochs": float(trainer.state.epoch or 0.0),
-        "first_loss": first_loss,
-        "final_loss": final_loss,
-        "train_loss": float(result.training_loss) if result.training_loss is not None else None,
-        "runtime_s": round(runtime, 3),
-        "world_size": int(trainer.args.world_size),
-        "resumed_from": resume_from,
-        "config": str(out / CONFIG_FILE),
-        "metrics": str(out / METRICS_FILE),
-    }
-    if loss_mode:
-        manifest["loss_mode"] = loss_mode
-    manifest.update(extra_config)
-    if trainer.is_world_process_zero():
-        import peft
-        import transformers
-        import trl
-
-        if cfg.merge:
-            merged = out / MERGED_DIR
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            with contextlib.redirect_stdout(sys.stderr):
-                if hasattr(model, "merge_and_unload"):
-                    model = model.merge_and_unload()
-                model.save_pretrained(merged)
-                trainer.processing_class.save_pretrained(merged)
-            manifest["merged_dir"] = str(merged)
-        conf = {"stage": stage, **asdict(cfg), **extra_config, "base_model": base, "init_adapter": adapter_in,
-                "loss_mode": loss_mode,
-                "versions": {"transformers": transformers.__version__, "trl": trl.__version__,
-                             "peft": peft.__version__}}
-        (out / CONFIG_FILE).write_text(json.dumps(conf, indent=2, default=str), encoding="utf-8")
-        metrics = {"train": _clean(result.metrics), "final_loss": final_loss, "first_loss": first_loss,
-                   "log_history": _clean(history)}
-        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        (out / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
-    return manifest
 
 
 def _clean(obj):
@@ -392,18 +358,83 @@ def _clean(obj):
     return obj
 
 
-def quiet_libraries() -> None:
-    """Keep transformers/datasets chatter off the terminal (warnings still show)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import datasets
+def make_portable(folder: Path, base: str | None) -> None:
+    """Record ``base`` (a name learnat resolves anywhere) as the adapter's base model."""
+    p = folder / ADAPTER_CONFIG
+    if base and p.is_file():
+        conf = json.loads(p.read_text(encoding="utf-8"))
+        conf["base_model_name_or_path"] = base
+        p.write_text(json.dumps(conf, indent=2, sort_keys=True), encoding="utf-8")
 
-        datasets.disable_progress_bars()
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - optional niceties
-        return
+def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str | None, adapter_in: str | None,
+                loss_mode: str | None = None, on_event: EventFn | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint when asked), save the adapter/model (portable), evaluate when
+    there is eval data, write the resolved config, metrics and manifest, merge when asked; return the manifest."""
+    out = Path(cfg.output_dir)
+    main = trainer.is_world_process_zero()
+    if main:
+        # A manifest left by an earlier run must not make an unfinished run look complete.
+        (out / MANIFEST_FILE).unlink(missing_ok=True)
+    resume_from = last_checkpoint(out) if cfg.resume else None
+    if cfg.resume and resume_from is None and on_event:
+        on_event("message", {"text": f"--resume: no checkpoint in {out}, starting fresh"})
+    attach_progress(trainer, on_event)
+    t0 = time.time()
+    with quiet():
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        runtime = time.time() - t0
+        trainer.save_model(str(out))
+        eval_loss = None
+        if trainer.eval_dataset is not None:
+            eval_loss = trainer.evaluate().get("eval_loss")
+    history = list(trainer.state.log_history)
+    peak_gb = None
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available() and not cfg.cpu:
+            peak_gb = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    tokens = next((e["num_tokens"] for e in reversed(history) if "num_tokens" in e), None)
+    losses = [float(e["loss"]) for e in history if "loss" in e]
+    import peft
+    import transformers
+    import trl
+
+    manifest: dict[str, Any] = {
+        "stage": stage, "output_dir": str(out),
+        "adapter_dir": None if cfg.full else str(out), "model_dir": str(out) if cfg.full else None,
+        "merged_dir": None, "base_model": base, "init_adapter": adapter_in, "lora": not cfg.full,
+        "examples": n_rows, "steps": int(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
+        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+        "train_loss": float(result.training_loss) if result.training_loss is not None else None,
+        "eval_loss": float(eval_loss) if eval_loss is not None else None,
+        "runtime_s": round(runtime, 3), "tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime > 0 else None, "peak_gpu_mem_gb": peak_gb, "world_size": int(trainer.args.world_size), "resumed_from": resume_from,
+        "checkpoint": last_checkpoint(out), "loss_mode": loss_mode, "report_to": cfg.report_to,
+        "config": str(out / CONFIG_FILE), "metrics": str(out / METRICS_FILE),
+        "versions": {"transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__},
+        **(extra or {}),
+    }
+    if main:
+        make_portable(out, base)
+        if cfg.merge:
+            merged = out / MERGED_DIR
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            with quiet():
+                if hasattr(model, "merge_and_unload"):
+                    model = model.merge_and_unload()
+                model.save_pretrained(merged)
+                trainer.processing_class.save_pretrained(merged)
+            manifest["merged_dir"] = str(merged)
+        save_resolved(cfg, out / CONFIG_FILE)
+        metrics = {"train": _clean(result.metrics), "final_loss": manifest["final_loss"],
+                   "first_loss": manifest["first_loss"], "eval_loss": manifest["eval_loss"],
+                   "log_history": _clean(history)}
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (out / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    return manifest
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -416,29 +447,31 @@ def build_sft_trainer(cfg: SftConfig, rows: list[dict[str, Any]] | None = None):
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
-    quiet_libraries()
-    if rows is None:
-        rows = load_sft_rows(cfg.input, cfg.limit)
-    use_cpu, bf16 = device_settings(cfg)
-    model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16)
-    data, loss_mode = sft_dataset_format(rows, tokenizer)
-    args = TrlSFTConfig(
-        **common_args(cfg, use_cpu, bf16),
-        assistant_only_loss=(loss_mode == "assistant_only"),
-        completion_only_loss=True if loss_mode == "completion_only" else None,
-        packing=False,
-    )
-    peft_config = None if (cfg.full or adapter) else lora_config(cfg)
-    if cfg.full and adapter:
-        raise LearnatError("--full cannot continue an adapter folder; merge it first (--merge)", field="model")
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet():
+        if rows is None:
+            rows = load_sft_rows(cfg.input, cfg.limit)
+        rows, eval_rows = split_eval(rows, cfg, load_sft_rows)
+        use_cpu, bf16 = device_settings(cfg)
+        args = TrlSFTConfig(**common_args(cfg, use_cpu, bf16, eval_rows is not None), packing=False,
+                            assistant_only_loss=False, completion_only_loss=True)
+        # Full fine-tuning keeps float32 master weights (bf16 autocast); LoRA trains float32 adapters on a bf16 base.
+        model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16 and not cfg.full)
+        if cfg.full and adapter:
+            raise LearnatError("--full cannot continue an adapter folder; merge it first (--merge)", field="model")
+        data, loss_mode = sft_dataset_format(rows, tokenizer)
+        args.assistant_only_loss = loss_mode == "assistant_only"
+        args.completion_only_loss = True if loss_mode == "completion_only" else None
+        eval_data = sft_dataset_format(eval_rows, tokenizer)[0] if eval_rows else None
+        peft_config = None if (cfg.full or adapter) else lora_config(cfg, model)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data),
+                             eval_dataset=Dataset.from_list(eval_data) if eval_data else None,
                              processing_class=tokenizer, peft_config=peft_config)
     return trainer, {"base": base, "adapter": adapter, "loss_mode": loss_mode, "rows": len(rows)}
 
 
-def train_sft(cfg: SftConfig) -> dict[str, Any]:
-    """Run SFT and return the manifest record."""
-    trainer, info = build_sft_trainer(cfg)
-    return run_trainer(trainer, cfg, stage="sft", extra_config={}, n_rows=info["rows"], base=info["base"],
-                       adapter_in=info["adapter"], loss_mode=info["loss_mode"])
+def train_sft(cfg: SftConfig, rows: list[dict[str, Any]] | None = None,
+              on_event: EventFn | None = None) -> dict[str, Any]:
+    """Run SFT in this process and return the manifest record."""
+    trainer, info = build_sft_trainer(cfg, rows)
+    return run_trainer(trainer, cfg, stage="sft", n_rows=info["rows"], base=info["base"],
+                       adapter_in=info["adapter"], loss_mode=info["loss_mode"], on_event=on_event)

@@ -1,0 +1,290 @@
+"""A fast CPU engine for the student: CTranslate2 with int8 weights (issue 14.4), installed from wheels
+(``pip install 'learnat[ct2]'``), no compile step.
+
+Inputs: a model spec as :func:`learnat_cli.models.resolve_model` takes it (``None`` = the embedded default, an
+embedded name, a local Hugging Face causal-LM folder, or a peft adapter folder whose base is loaded under it) and an
+optional LoRA adapter folder (merged into the weights with peft's ``merge_and_unload`` before conversion).
+
+Outputs: :func:`convert` -> the path of a CTranslate2 model folder (weights quantized to ``int8`` by default, plus the
+Hugging Face tokenizer and ``learnat_ct2.json``), cached under ``$LEARNAT_CACHE/ct2/`` keyed by the source folder's
+path and its config/weight files' names, sizes and mtimes, the adapter's likewise, the quantization and the
+ctranslate2 version. It is converted once, into a temporary folder renamed into place (concurrent first runs cannot
+leave a half-written folder). :class:`Ct2Generator` offers the method names and return types of
+:class:`learnat_cli.models.ChatModel`: ``chat(messages, ...) -> list[str]`` (greedy at temperature 0, else ``n``
+seeded samples) and ``chat_batch([messages, ...]) -> list[str]`` (greedy, one ``generate_batch`` call), with
+``stop_at_final`` (stop a sequence once its ``Final SQL:`` line is complete) and ``stop`` strings (cut before the
+first one), ``last_prompt_tokens``/``last_new_tokens``. A missing or unreadable source raises
+:class:`~learnat_cli.errors.LearnatError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from learnat_cli.errors import LearnatError
+from learnat_cli.paths import cache_dir
+
+Progress = Optional[Callable[[str, int, int], None]]  # (phase, done, total)
+QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16")
+META = "learnat_ct2.json"
+_ID_FILES = ("config.json", "adapter_config.json", "generation_config.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def available() -> bool:
+    """True when ctranslate2 is importable (the ``ct2`` extra)."""
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_ct2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise LearnatError("--backend ct2 needs CTranslate2: pip install 'learnat[ct2]'") from None
+    return ctranslate2
+
+
+def _identity(folder: Path) -> list:
+    """What changes when the folder's model changes: names, sizes and mtimes of its config and weight files."""
+    out: list = [str(folder.resolve())]
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.name in _ID_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
+            st = f.stat()
+            out.append([f.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _resolve_source(spec: Optional[str], adapter: Optional[str], progress: Progress) -> tuple[Path, Optional[Path]]:
+    from learnat_cli.models import resolve_model
+
+    path = Path(resolve_model(spec, progress)).expanduser()
+    if not path.is_dir():
+        raise LearnatError("--backend ct2 needs a local model folder (or the embedded model); not found",
+                           file=str(path))
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        try:
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        except (OSError, ValueError) as e:
+            raise LearnatError(f"unreadable adapter_config.json: {e}", file=str(path)) from None
+        adapter, path = str(path), Path(resolve_model(base, progress)).expanduser()
+        if not path.is_dir():
+            raise LearnatError("the adapter's base model is not a local folder", file=str(path))
+    if not (path / "config.json").exists():
+        raise LearnatError("not a model folder (no config.json)", file=str(path))
+    if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in path.iterdir()):
+        raise LearnatError("model folder has no weights (*.safetensors / *.bin)", file=str(path))
+    ad = None
+    if adapter:
+        ad = Path(adapter).expanduser()
+        if not (ad / "adapter_config.json").exists():
+            raise LearnatError("not a LoRA adapter folder (no adapter_config.json)", file=str(ad))
+    return path, ad
+
+
+def cache_key(source: Path, adapter: Optional[Path], quantization: str) -> str:
+    """The hex key of a conversion (module docstring)."""
+    import ctranslate2
+
+    ident = {"source": _identity(source), "adapter": _identity(adapter) if adapter else None,
+             "quantization": quantization, "ctranslate2": ctranslate2.__version__}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _eos_ids(folder: Path, tok) -> list[int]:
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        try:
+            v = json.loads((folder / name).read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        for i in (v if isinstance(v, list) else [v]):
+            if isinstance(i, int) and i not in ids:
+                ids.append(i)
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(int(tok.eos_token_id))
+    return ids
+
+
+def _merge_adapter(source: Path, adapter: Path, into: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.save_pretrained(into, safe_serialization=True)
+
+
+def convert(spec: Optional[str] = None, adapter: Optional[str] = None, quantization: str = "int8",
+            progress: Progress = None) -> Path:
+    """The cached CTranslate2 folder for ``spec`` (+ ``adapter``), converted on first use (module docstring)."""
+    if quantization not in QUANTIZATIONS:
+        raise LearnatError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})",
+                           field="quantization")
+    _require_ct2()
+    source, ad = _resolve_source(spec, adapter, progress)
+    key = cache_key(source, ad, quantization)
+    out = cache_dir("ct2") / f"{source.name}-{quantization}-{key}"
+    if (out / "model.bin").exists() and (out / META).exists():
+        return out
+    from ctranslate2.converters import TransformersConverter
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if progress:
+        progress("convert-ct2", 0, 1)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        src = source
+        if ad is not None:
+            src = work / "merged"
+            _merge_adapter(source, ad, src)
+        tok_dir = ad if ad is not None and (ad / "tokenizer_config.json").exists() else source
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        target = work / "ct2"
+        TransformersConverter(str(src), low_cpu_mem_usage=True).convert(str(target), quantization=quantization)
+        tok.save_pretrained(target)
+        meta = {"source": str(source), "adapter": str(ad) if ad else None, "quantization": quantization,
+                "eos_token_ids": _eos_ids(source, tok), "key": key}
+        (target / META).write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(target, out)
+        except OSError:  # another process won the race (the folder exists)
+            if not (out / "model.bin").exists():
+                raise
+    except LearnatError:
+        raise
+    except Exception as e:  # noqa: BLE001  (converter/transformers errors: a corrupt or unsupported source)
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LearnatError(f"cannot convert the model to CTranslate2 ({type(e).__name__}: {msg})",
+                           file=str(source)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        progress("convert-ct2", 1, 1)
+    return out
+
+
+class _Stopper:
+    """Per batch index: the generated ids; ``stop_at_final`` / ``stop`` strings decide when a sequence ends."""
+
+    def __init__(self, tok, n: int, stop_at_final: bool, stop: Sequence[str]):
+        self.tok, self.stop_at_final, self.stop = tok, stop_at_final, tuple(s for s in stop if s)
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.nl: dict[int, bool] = {}
+
+    def _has_newline(self, tid: int) -> bool:
+        if tid not in self.nl:
+            self.nl[tid] = "\n" in self.tok.decode([tid])
+        return self.nl[tid]
+
+    def __call__(self, step) -> bool:
+        from learnat_cli.prompts import final_sql_done
+
+        ids = self.ids[step.batch_id]
+        ids.append(int(step.token_id))
+        if self.stop:
+            text = self.tok.decode(ids, skip_special_tokens=True)
+            if any(s in text for s in self.stop):
+                return True
+        if self.stop_at_final and self._has_newline(int(step.token_id)):
+            return final_sql_done(self.tok.decode(ids, skip_special_tokens=True))
+        return False
+
+
+class Ct2Generator:
+    """A student on CTranslate2 answering chat messages like :class:`learnat_cli.models.ChatModel` (module
+    docstring). ``threads``: intra-op threads (default: the number of cores)."""
+
+    backend = "ct2"
+
+    def __init__(self, model: Optional[str] = None, adapter: Optional[str] = None, *, quantization: str = "int8",
+                 progress: Progress = None, threads: Optional[int] = None, device: Optional[str] = "cpu",
+                 compute_type: str = "default"):
+        ct2 = _require_ct2()
+        from transformers import AutoTokenizer
+
+        self.spec = model
+        self.threads = threads or os.cpu_count() or 1
+        self.device = "cuda" if device == "cuda" else "cpu"
+        self.path = convert(model, adapter, quantization, progress)
+        meta = json.loads((self.path / META).read_text())
+        self.tok = AutoTokenizer.from_pretrained(self.path)
+        self.eos_ids = [int(i) for i in meta.get("eos_token_ids") or []]
+        try:
+            self.gen = ct2.Generator(str(self.path), device=self.device, compute_type=compute_type,
+                                     intra_threads=self.threads)
+        except (RuntimeError, ValueError) as e:
+            raise LearnatError(f"cannot load the CTranslate2 model: {str(e).splitlines()[0]}",
+                               file=str(self.path)) from None
+        self.last_prompt_tokens = self.last_new_tokens = 0
+
+    def _tokens(self, messages: list[dict]) -> list[str]:
+        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        return self.tok.convert_ids_to_tokens(ids)
+
+    def _generate(self, prompts: list[list[str]], *, max_new_tokens: int, temperature: float, top_p: float,
+                  stop_at_final: bool, stop: Sequence[str]) -> list[str]:
+        stopper = _Stopper(self.tok, len(prompts), stop_at_final, stop or ())
+        kw: dict = dict(max_length=max_new_tokens, include_prompt_in_result=False, beam_size=1)
+        if self.eos_ids:
+            kw["end_token"] = self.eos_ids
+        if temperature > 0:
+            kw.update(sampling_topk=0, sampling_topp=top_p, sampling_temperature=temperature)
+        else:
+            kw.update(sampling_topk=1)
+        if stop_at_final or stopper.stop:
+            kw["callback"] = stopper
+        try:
+            results = self.gen.generate_batch(prompts, **kw)
+        except RuntimeError as e:
+            raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
+        texts = []
+        self.last_prompt_tokens = sum(len(p) for p in prompts)
+        self.last_new_tokens = 0
+        for r in results:
+            ids = [i for i in r.sequences_ids[0] if i not in self.eos_ids]
+            self.last_new_tokens += len(r.sequences_ids[0])
+            text = self.tok.decode(ids, skip_special_tokens=True)
+            for s in stopper.stop:
+                if s in text:
+                    text = text[:text.index(s)]
+            texts.append(text)
+        return texts
+
+    def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95,
+             n: int = 1, seed: Optional[int] = None, stop_at_final: bool = False,
+             stop: Optional[Sequence[str]] = None) -> list[str]:
+        """``n`` answers to ``messages`` (greedy at temperature 0; sampled, seeded by ``seed``, above it)."""
+        if n < 1:
+            raise LearnatError("n must be at least 1", field="n")
+        if temperature > 0 and seed is not None:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(int(seed))
+        toks = self._tokens(messages)
+        k = n if temperature > 0 else 1
+        out = self._generate([toks] * k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             stop_at_final=stop_at_final, stop=stop or ())
+        self.last_prompt_tokens = len(toks)
+        return out if k == n else out * n
+
+    def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256, stop_at_final: bool = False,
+                   stop: Optional[Sequence[str]] = None) -> list[str]:
+        """Greedy answers to several prompts in one ``generate_batch`` call, in input order."""
+        if not batch:
+            return []
+        return self._generate([self._tokens(m) for m in batch], max_new_tokens=max_new_tokens, temperature=0.0,
+                              top_p=1.0, stop_at_final=stop_at_final, stop=stop or ())

@@ -1,0 +1,78 @@
+"""The CTranslate2 engine (learnat_cli.engines_ct2) on the tiny random Qwen2 model: conversion cached, greedy
+generation deterministic, batches equal to one-at-a-time, bad sources refused with a LearnatError."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("ctranslate2")
+pytest.importorskip("transformers")
+
+from learnat_cli.errors import LearnatError  # noqa: E402
+
+MSGS = [{"role": "system", "content": "You are an expert SQLite assistant."},
+        {"role": "user", "content": "How many singers are older than thirty?"}]
+MSGS2 = [{"role": "user", "content": "List the names."}]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEARNAT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_convert_generate_cached(tiny_model_dir, cache, monkeypatch):
+    from learnat_cli import engines_ct2
+
+    g = engines_ct2.Ct2Generator(str(tiny_model_dir), threads=1)
+    assert g.path.parent == cache / "ct2" and (g.path / "model.bin").exists()
+    a = g.chat(MSGS, max_new_tokens=8)
+    assert isinstance(a, list) and len(a) == 1 and isinstance(a[0], str)
+    assert g.chat(MSGS, max_new_tokens=8) == a  # greedy is deterministic
+    assert 0 < g.last_new_tokens <= 8 and g.last_prompt_tokens > 0
+    b = g.chat_batch([MSGS, MSGS2], max_new_tokens=8)
+    assert b == [a[0], g.chat(MSGS2, max_new_tokens=8)[0]]
+    assert g.chat_batch([]) == []
+    assert len(g.chat(MSGS, max_new_tokens=4, temperature=0.8, n=3, seed=1)) == 3
+
+    # second load: the cached folder, no conversion
+    def boom(*a, **k):
+        raise AssertionError("reconverted")
+
+    monkeypatch.setattr("ctranslate2.converters.TransformersConverter.convert", boom)
+    assert engines_ct2.convert(str(tiny_model_dir)) == g.path
+    assert engines_ct2.Ct2Generator(str(tiny_model_dir), threads=1).chat(MSGS, max_new_tokens=8) == a
+    assert len(list((cache / "ct2").iterdir())) == 1  # no temporary folder left behind
+
+
+def test_changed_weights_reconvert(tiny_model_dir, cache, tmp_path):
+    from learnat_cli.engines_ct2 import convert
+
+    src = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, src)
+    first = convert(str(src))
+    w = next(src.glob("*.safetensors"))
+    w.write_bytes(w.read_bytes())  # new mtime
+    assert convert(str(src)) != first
+
+
+def test_missing_or_corrupt_source(tiny_model_dir, cache, tmp_path):
+    from learnat_cli.engines_ct2 import convert
+
+    with pytest.raises(LearnatError, match="config.json"):
+        convert(str(tmp_path))  # an existing folder that is no model
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    next(bad.glob("*.safetensors")).write_bytes(b"not a safetensors file")
+    with pytest.raises(LearnatError, match="cannot convert the model to CTranslate2"):
+        convert(str(bad))
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "config.json").write_text("{")
+    with pytest.raises(LearnatError, match="no weights"):
+        convert(str(nothing))
+    with pytest.raises(LearnatError, match="quantization"):
+        convert(str(tiny_model_dir), quantization="int3")
+    assert not any(p.name.startswith(".") for p in (cache / "ct2").iterdir())
