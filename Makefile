@@ -27,6 +27,10 @@ check: lint typecheck test
 bench:
 	$(PYTHON) benchmarks/run_all.py --shared $(SHARED)
 
+# The GPU path on one CUDA GPU (< 8 min, one table); without a GPU a dry run with the tiny model, exit 0.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
 demo:
 	learnat ask --db samples/bookshop.sqlite "How many books did each author write?"
 

@@ -95,7 +95,7 @@ def containment_audit(golds) -> str:
         preds = [c for c in where.find_all(exp.EQ, exp.GT, exp.LT, exp.GTE, exp.LTE, exp.NEQ)
                  if isinstance(c.expression, exp.Literal) and c.find_ancestor(exp.Select) is tree]
         lits = [c.expression.this for c in preds]
-        if len(preds) >= 2 and lits[0] != lits[1] and not any(isinstance(x, exp.Or) for x in where.find_all(exp.Or)):
+        if len(preds) >= 2 and lits[0] != lits[1] and where.find(exp.Or) is None:
             step = tree.copy()
             sp = [c for c in step.args["where"].find_all(exp.EQ, exp.GT, exp.LT, exp.GTE, exp.LTE, exp.NEQ)
                   if isinstance(c.expression, exp.Literal) and c.find_ancestor(exp.Select) is step]
@@ -140,7 +140,8 @@ def bench(name: str, examples_file: Path, tables: Path, n: int, seed: int) -> No
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spider", required=True)
-    ap.add_argument("--bird", default=None, help="BIRD folder (dev.json, dev_tables.json); default: beside --spider")
+    ap.add_argument("--bird", default=None,
+                    help="BIRD folder (dev.json, dev_tables.json); default: beside --spider")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)

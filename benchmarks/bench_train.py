@@ -1,11 +1,11 @@
 """Training benchmarks for `learnat sft` / `learnat mdpo` (issue 4).
 
 1. MDPO step time vs TRL's stock DPOTrainer step time, on the same tiny Qwen2 model, LoRA config and batch
-   (target: MDPO within 10% of DPO). Per-step wall times come from a TrainerCallback; the first steps are warm-up
-   and dropped; the two trainers run interleaved rounds so machine noise hits both alike.
-2. SFT tokens/s on the embedded 0.5B student (``learnat_cli.models.resolve_model(None)``, or ``--model PATH``) with
-   LoRA on this CPU, through learnat's SFTTrainer setup, against a plain PyTorch loop (forward, backward, AdamW step)
-   on the same LoRA model and batches as the baseline.
+   (target: MDPO within 10% of DPO). Per-step wall times come from a TrainerCallback; the first steps are
+   warm-up and dropped; the two trainers run interleaved rounds so machine noise hits both alike.
+2. SFT tokens/s on the embedded 0.5B student (``learnat_cli.models.resolve_model(None)``, or ``--model PATH``)
+   with LoRA on this CPU, through learnat's SFTTrainer setup, against a plain PyTorch loop (forward, backward,
+   AdamW step) on the same LoRA model and batches as the baseline.
 
     python benchmarks/bench_train.py [--quick] [--model PATH] [--threads 2] [--skip-sft]
 
@@ -32,11 +32,14 @@ def _pairs(n: int) -> list[dict]:
         age = 20 + i
         rows.append({
             "id": f"b{i}",
-            "prompt": f"Database schema: CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, age INTEGER)\n"
+            "prompt": "Database schema: CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, age INTEGER)"
+                      "\n"
                       f"Question: How many singers are older than {age}?\n",
-            "chosen": f"Step 1: Which singers are older than {age}?\nSQL: SELECT name FROM singer WHERE age > {age}\n"
+            "chosen": f"Step 1: Which singers are older than {age}?\n"
+                      f"SQL: SELECT name FROM singer WHERE age > {age}\n"
                       f"Final SQL: SELECT COUNT(*) FROM singer WHERE age > {age}\n",
-            "rejected": "Step 1: List the names.\nSQL: SELECT name FROM singer\nFinal SQL: SELECT name FROM singer\n",
+            "rejected": "Step 1: List the names.\nSQL: SELECT name FROM singer\n"
+                        "Final SQL: SELECT name FROM singer\n",
             "margin": round(0.1 + 0.05 * (i % 10), 3),
         })
     return rows
@@ -67,8 +70,8 @@ def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from learnat_cli.training.mdpo_trainer import trainer_classes
     from learnat_cli.tiny import build_tiny_model
+    from learnat_cli.training.mdpo_trainer import trainer_classes
     from learnat_cli.training.runner import quiet_libraries
 
     quiet_libraries()
@@ -83,10 +86,12 @@ def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir:
                          gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-4, beta=0.1,
                          use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, logging_steps=1,
                          save_strategy="no", gradient_checkpointing=False, seed=0, dataloader_num_workers=0)
-        lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", lora_dropout=0.0)
+        lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
+                          lora_dropout=0.0)
         timer = _step_timer()
         if kind == "mdpo":
-            tr = MdpoTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+            tr = MdpoTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tok,
                              peft_config=lora, callbacks=[timer], gamma=1.0)
         else:
             stock_rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
@@ -118,7 +123,8 @@ def _sft_rows(n: int) -> list[dict]:
         age = 20 + i
         q = f"How many singers from France are older than {age}?"
         msgs = student_messages(q, schema)
-        ans = format_answer([(f"Which singers are older than {age}?", f"SELECT * FROM singer WHERE age > {age}")],
+        ans = format_answer([(f"Which singers are older than {age}?",
+                              f"SELECT * FROM singer WHERE age > {age}")],
                             f"SELECT COUNT(*) FROM singer WHERE age > {age} AND country = 'France'")
         rows.append({"messages": msgs + [{"role": "assistant", "content": ans}]})
     return rows
@@ -184,7 +190,8 @@ def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run")
-    ap.add_argument("--model", default=None, help="student for the SFT throughput part (default: embedded 0.5B)")
+    ap.add_argument("--model", default=None,
+                    help="student for the SFT throughput part (default: embedded 0.5B)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                     help="torch CPU threads (default: $OMP_NUM_THREADS or 2)")
     ap.add_argument("--skip-sft", action="store_true", help="only the MDPO vs DPO part")

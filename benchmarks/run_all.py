@@ -23,6 +23,7 @@ def plan(shared: Path) -> list[tuple[str, list[str]]]:
     return [
         ("similarity", ["--spider", spider]),
         ("eval", ["--spider", spider]),
+        ("spider_official", ["--spider", spider]),
         ("decompose", ["--spider", spider]),
         ("train", []),
         ("ask", ["--spider", spider, "--backend", backend]),

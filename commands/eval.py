@@ -1,5 +1,5 @@
-"""`learnat eval`: execution accuracy (BIRD / Spider semantics) overall and by difficulty (parsing and printing
-only; the stage is learnat_cli.stages.eval)."""
+"""`learnat eval`: execution accuracy (BIRD / Spider semantics) overall and by difficulty (parsing and
+printing only; the stage is learnat_cli.stages.eval)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from rich.table import Table
 from .common import console, progress, run, sink
 
 Opt = typer.Option
-PRED_HELP = ("JSONL (id, pred[, gold, db_id, db_path]) or the official pred.txt (one SQL per line, with --gold); "
-             "- for stdin.")
+PRED_HELP = ("JSONL (id, pred[, gold, db_id, db_path]) or the official pred.txt (one SQL per line, with "
+             "--gold); - for stdin.")
 ROOT_HELP = "Folder of <db_id>/<db_id>.sqlite (Spider database/, BIRD dev_databases/); overrides db_path."
 METRIC_HELP = "bird (set equality) | spider (test-suite). Default: from the input's origin, else bird."
 
 
 def eval_cmd(
     predictions: Annotated[str, typer.Argument(help=PRED_HELP)] = "-",
-    gold: Annotated[Optional[str], Opt(help="Spider/BIRD JSON, learnat JSONL, or gold.sql (SQL<TAB>db_id).")] = None,
+    gold: Annotated[Optional[str], Opt(help="Spider/BIRD JSON, learnat JSONL, or gold.sql.")] = None,
     db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT", help=ROOT_HELP)] = None,
     db: Annotated[Optional[str], Opt(help="One .sqlite file for every item.")] = None,
     metric: Annotated[Optional[str], Opt(help=METRIC_HELP)] = None,
@@ -30,7 +30,7 @@ def eval_cmd(
     timeout: Annotated[float, Opt(help="Per-query time limit in seconds (BIRD: 30).")] = 30.0,
     max_bytes: Annotated[int, Opt(help="Per-query result limit in bytes; over it, wrong.")] = 256 * 2**20,
     report: Annotated[Optional[str], Opt(help="Write the JSON report here.")] = None,
-    output: Annotated[Optional[str], Opt("-o", "--output", help="Per-item JSONL here instead of stdout.")] = None,
+    output: Annotated[Optional[str], Opt("-o", "--output", help="Per-item JSONL here, not stdout.")] = None,
 ) -> None:
     """Execution accuracy of predictions, by difficulty. Per-item JSONL on stdout; table on stderr."""
 
@@ -40,8 +40,8 @@ def eval_cmd(
         if report:
             check_report_target(report)
         settings = EvalSettings(metric=metric, db=db, db_root=db_root, match_by=match_by,
-                                pred_field=pred_field, workers=workers, timeout_s=timeout, max_bytes=max_bytes,
-                                keep_distinct=keep_distinct)
+                                pred_field=pred_field, workers=workers, timeout_s=timeout,
+                                max_bytes=max_bytes, keep_distinct=keep_distinct)
         with sink(output) as out, progress() as prog:
             task = prog.add_task("eval")
 
@@ -62,7 +62,8 @@ def _print_report(rep) -> None:
     for col in ("difficulty", "count", "correct", "accuracy", "pred errors", "gold errors"):
         t.add_column(col, justify="left" if col == "difficulty" else "right")
     for k, b in rep.by_difficulty.items():
-        t.add_row(k, str(b.count), str(b.correct), f"{100 * b.accuracy:.1f}%", str(b.errors), str(b.gold_errors))
+        t.add_row(k, str(b.count), str(b.correct), f"{100 * b.accuracy:.1f}%", str(b.errors),
+                  str(b.gold_errors))
     console.print(t)
     ge = rep.by_difficulty["all"].gold_errors if "all" in rep.by_difficulty else 0
     if ge:

@@ -1,16 +1,17 @@
 """`learnat sft`: fine-tune the student on chat trajectories (LoRA by default); paper sec. 3.3.
 
 Reads SftRow JSONL (`learnat build-pairs --sft`), writes an adapter folder and prints one manifest record on
-stdout. The options are the fields of `learnat_cli.training.config.SftConfig` (declared once, shared with `mdpo`),
-plus `--config FILE`; the work is `learnat_cli.stages.sft.sft`.
+stdout. The options are the fields of `learnat_cli.training.config.SftConfig` (declared once, shared with
+`mdpo`), plus `--config FILE`; the work is `learnat_cli.stages.sft.sft`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from .common import config_command, print_manifest, train_progress
 from learnat_cli.training.config import SftConfig
+
+from .common import config_command, print_manifest, train_progress
 
 
 @config_command(SftConfig)

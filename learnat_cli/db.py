@@ -6,8 +6,9 @@ Inputs: a database file (or a ``db_id`` under a root) and SQL text; outputs: col
 
 Safety of generated SQL (a model's output is untrusted):
 1. the file is opened read-only through SQLite's URI (``mode=ro``), built from the percent-escaped absolute
-   path (``#``, ``?``, ``%`` and spaces in a path can neither drop ``mode=ro`` nor open another file); a WAL-mode
-   file without a live ``-wal`` is opened ``immutable=1`` so that reading creates no ``-wal``/``-shm``;
+   path (``#``, ``?``, ``%`` and spaces in a path can neither drop ``mode=ro`` nor open another file); a
+   WAL-mode file without a live ``-wal`` is opened ``immutable=1`` so that reading creates no
+   ``-wal``/``-shm``;
 2. an authorizer denies every action but reading (no INSERT/UPDATE/DELETE/DDL/ATTACH/PRAGMA writes/functions
    that load extensions), so a write fails at *prepare* time with :class:`WriteRefused`;
 3. a progress handler aborts a statement past its time limit (:class:`QueryTimeout`, default 30 s);
@@ -33,8 +34,8 @@ from learnat_cli.schema import (Column, ForeignKey, Schema, Table, load_schema, 
 
 DEFAULT_TIMEOUT_S = 30.0  # BIRD's official evaluator (shared/README.md)
 DEFAULT_MAX_ROWS = 10_000
-# Result size limit per query (text and BLOB bytes + 8 per number; :func:`value_bytes`): far above any Spider or
-# BIRD gold result, far below a machine's memory. ``--max-bytes`` changes it.
+# Result size limit per query (text and BLOB bytes + 8 per number; :func:`value_bytes`): far above any
+# Spider or BIRD gold result, far below a machine's memory. ``--max-bytes`` changes it.
 DEFAULT_MAX_BYTES = 256 * 2**20
 
 
@@ -54,15 +55,16 @@ class ResultTooLarge(QueryError):
     """The result passed ``max_bytes``: an error for that query (eval counts the item wrong, as a timeout)."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Resolution
 
 
 def resolve_db(db: Optional[str] = None, *, db_id: Optional[str] = None, db_root: Optional[str] = None,
                db_path: Optional[str] = None) -> Path:
     """Find the SQLite file. Order: ``db_path`` (a row's explicit file), ``db`` (a ``.sqlite`` file, or
-    ``ROOT/db_id`` / ``db_id`` under ``db_root``), then ``db_id`` under ``db_root`` (default ``$LEARNAT_DB_ROOT``).
-    Under a root, ``ROOT/<db_id>/<db_id>.sqlite`` (Spider/BIRD layout) and ``ROOT/<db_id>.sqlite`` are tried."""
+    ``ROOT/db_id`` / ``db_id`` under ``db_root``), then ``db_id`` under ``db_root`` (default
+    ``$LEARNAT_DB_ROOT``). Under a root, ``ROOT/<db_id>/<db_id>.sqlite`` (Spider/BIRD layout) and
+    ``ROOT/<db_id>.sqlite`` are tried."""
     root = db_root or os.environ.get("LEARNAT_DB_ROOT")
     tried: list[str] = []
     for cand in (db_path, db):
@@ -105,7 +107,7 @@ def _under_root(rel: Path, root: Optional[str], tried: list[str]) -> Optional[Pa
     return None
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Read-only connections
 
 
@@ -170,7 +172,8 @@ def _text_ignore(b: bytes) -> str:  # the Spider test-suite evaluator's text_fac
     return b.decode("utf-8", errors="ignore")
 
 
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                 sqlite3.SQLITE_RECURSIVE}
 _SAFE_PRAGMAS = {"table_info", "foreign_key_list", "index_list", "index_info", "table_xinfo", "database_list"}
 
 
@@ -187,7 +190,7 @@ def _authorizer(action, arg1, arg2, dbname, source):
     return sqlite3.SQLITE_DENY
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Execution
 
 
@@ -199,12 +202,12 @@ class QueryResult:
     elapsed_s: float = 0.0
 
 
-_WRITE_RE = re.compile(r"^\s*(insert|update|delete|drop|create|alter|replace|attach|detach|vacuum|reindex|pragma)\b",
-                       re.I)
+_WRITE_RE = re.compile(
+    r"^\s*(insert|update|delete|drop|create|alter|replace|attach|detach|vacuum|reindex|pragma)\b", re.I)
 
 
 def value_bytes(v: Any) -> int:
-    """The size a value is counted with against ``max_bytes``: text and BLOB length, 8 for numbers and NULL."""
+    """The size a value counts against ``max_bytes``: text and BLOB length, 8 for numbers and NULL."""
     if isinstance(v, (str, bytes)):
         return len(v)
     return 8
@@ -223,14 +226,15 @@ def json_value(v: Any) -> Any:
 def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
               max_rows: Optional[int] = None, max_bytes: int = DEFAULT_MAX_BYTES
               ) -> tuple[list[str], list[tuple], bool]:
-    """The one executor: run ``sql`` on a connection from :func:`connect_ro`; returns (columns, rows, truncated).
+    """The one executor: run ``sql`` on a connection from :func:`connect_ro`; returns (columns, rows,
+    truncated).
 
     Limits: ``timeout_s`` (a progress handler aborts the statement: :class:`QueryTimeout`); ``max_bytes`` over
-    the whole result (:func:`value_bytes`; rows are fetched in batches and the query stops as soon as the total
-    passes the limit, so no more than about the limit is ever held; SQLite's own length limit is set to it too,
-    so one huge value or row fails inside SQLite: :class:`ResultTooLarge`); ``max_rows`` (the rest is dropped and
-    ``truncated`` is true; ``None`` = all rows). Ctrl-C during the statement raises KeyboardInterrupt (it is not
-    mistaken for a timeout)."""
+    the whole result (:func:`value_bytes`; rows are fetched one at a time and the query stops as soon as the
+    total passes the limit, so no more than about the limit is ever held; SQLite's own length limit is set to
+    it too, so one huge value or row fails inside SQLite: :class:`ResultTooLarge`); ``max_rows`` (the rest is
+    dropped and ``truncated`` is true; ``None`` = all rows). Ctrl-C during the statement raises
+    KeyboardInterrupt (it is not mistaken for a timeout)."""
     if not isinstance(sql, str):
         raise QueryError("the SQL is not a string")
     deadline = time.monotonic() + timeout_s
@@ -248,7 +252,8 @@ def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_
 
     conn.set_progress_handler(_progress, 1000)
     limit_set = hasattr(conn, "setlimit")
-    old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1, min(max_bytes, 2**31 - 1))) if limit_set else 0
+    length = max(1, min(max_bytes, 2**31 - 1))
+    old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length) if limit_set else 0
     rows: list[tuple] = []
     size = 0
     truncated = False
@@ -272,8 +277,8 @@ def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_
         if state["timeout"] or "interrupted" in msg:
             raise QueryTimeout(f"query timed out after {timeout_s:g} s (--timeout)") from None
         if "too big" in msg:
-            raise ResultTooLarge(f"a value or row is larger than the limit of {max_bytes:,} bytes (--max-bytes)"
-                                 ) from None
+            raise ResultTooLarge(
+                f"a value or row is larger than the limit of {max_bytes:,} bytes (--max-bytes)") from None
         if "not authorized" in msg or "prohibited" in msg or "readonly" in msg or _WRITE_RE.match(sql or ""):
             raise WriteRefused(f"refused: learnat runs generated SQL read-only ({msg})") from None
         raise QueryError(f"SQLite error: {msg}") from None
@@ -296,16 +301,17 @@ def execute(db_path: str | Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
     conn = connect_ro(db_path)
     t0 = time.perf_counter()
     try:
-        cols, rows, truncated = run_query(conn, sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
+        cols, rows, truncated = run_query(conn, sql, timeout_s=timeout_s, max_rows=max_rows,
+                                          max_bytes=max_bytes)
     finally:
         conn.close()
     return QueryResult(columns=cols, rows=rows, truncated=truncated, elapsed_s=time.perf_counter() - t0)
 
 
 def resolve_row_db(row: dict[str, Any], db: Optional[str] = None, db_root: Optional[str] = None) -> Path:
-    """The database of one row (``score``, ``eval``): ``--db`` for every row; else ``db_id`` under ``--db-root``
-    (the override, given explicitly); else the row's ``db_path`` (``ask`` writes the file it used); else ``db_id``
-    under ``$LEARNAT_DB_ROOT``."""
+    """The database of one row (``score``, ``eval``): ``--db`` for every row; else ``db_id`` under
+    ``--db-root`` (the override, given explicitly); else the row's ``db_path`` (``ask`` writes the file it
+    used); else ``db_id`` under ``$LEARNAT_DB_ROOT``."""
     db_id = row.get("db_id") if isinstance(row.get("db_id"), str) else None
     db_path = row.get("db_path") if isinstance(row.get("db_path"), str) else None
     if db:

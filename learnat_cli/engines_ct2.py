@@ -1,19 +1,21 @@
-"""A fast CPU engine for the student: CTranslate2 with int8 weights (issue 14.4), installed from wheels
-(``pip install 'learnat[ct2]'``), no compile step.
+"""A fast CPU engine for the student: CTranslate2 with int8 weights (issue 14.4), installed from wheels (``pip
+install 'learnat[ct2]'``), no compile step.
 
 Inputs: a model spec as :func:`learnat_cli.models.resolve_model` takes it (``None`` = the embedded default, an
-embedded name, a local Hugging Face causal-LM folder, or a peft adapter folder whose base is loaded under it) and an
-optional LoRA adapter folder (merged into the weights with peft's ``merge_and_unload`` before conversion).
+embedded name, a local Hugging Face causal-LM folder, or a peft adapter folder whose base is loaded under it)
+and an optional LoRA adapter folder (merged into the weights with peft's ``merge_and_unload`` before
+conversion).
 
-Outputs: :func:`convert` -> the path of a CTranslate2 model folder (weights quantized to ``int8`` by default, plus the
-Hugging Face tokenizer and ``learnat_ct2.json``), cached under ``$LEARNAT_CACHE/ct2/`` keyed by the source folder's
-path and its config/weight files' names, sizes and mtimes, the adapter's likewise, the quantization and the
-ctranslate2 version. It is converted once, into a temporary folder renamed into place (concurrent first runs cannot
-leave a half-written folder). :class:`Ct2Generator` offers the method names and return types of
-:class:`learnat_cli.models.ChatModel`: ``chat(messages, ...) -> list[str]`` (greedy at temperature 0, else ``n``
-seeded samples) and ``chat_batch([messages, ...]) -> list[str]`` (greedy, one ``generate_batch`` call), with
-``stop_at_final`` (stop a sequence once its ``Final SQL:`` line is complete) and ``stop`` strings (cut before the
-first one), ``last_prompt_tokens``/``last_new_tokens``. A missing or unreadable source raises
+Outputs: :func:`convert` -> the path of a CTranslate2 model folder (weights quantized to ``int8`` by default,
+plus the Hugging Face tokenizer in ``tokenizer/`` and ``learnat_ct2.json``), cached under
+``$LEARNAT_CACHE/ct2/`` keyed by the source folder's path and its config/weight files' names, sizes and
+mtimes, the adapter's likewise, the quantization and the ctranslate2 version. It is converted once, into a
+temporary folder renamed into place (concurrent first runs cannot leave a half-written folder).
+:class:`Ct2Generator` offers the method names and return types of :class:`learnat_cli.models.ChatModel`:
+``chat(messages, ...) -> list[str]`` (greedy at temperature 0, else ``n`` seeded samples) and
+``chat_batch([messages, ...]) -> list[str]`` (greedy, one ``generate_batch`` call), with ``stop_at_final``
+(stop a sequence once its ``Final SQL:`` line is complete) and ``stop`` strings (cut before the first one),
+``last_prompt_tokens``/``last_new_tokens``. A missing or unreadable source raises
 :class:`~learnat_cli.errors.LearnatError`.
 """
 
@@ -24,13 +26,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.paths import cache_dir
 
-Progress = Optional[Callable[[str, int, int], None]]  # (phase, done, total)
+Progress = Optional[Callable[[str, int, int], None]]  # noqa: UP045  (phase, done, total)
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16")
 META = "learnat_ct2.json"
 _ID_FILES = ("config.json", "adapter_config.json", "generation_config.json")
@@ -55,7 +58,7 @@ def _require_ct2():
 
 
 def _identity(folder: Path) -> list:
-    """What changes when the folder's model changes: names, sizes and mtimes of its config and weight files."""
+    """What changes when the folder's model changes: names, sizes, mtimes of its config and weight files."""
     out: list = [str(folder.resolve())]
     for f in sorted(folder.iterdir()):
         if f.is_file() and (f.name in _ID_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
@@ -64,7 +67,7 @@ def _identity(folder: Path) -> list:
     return out
 
 
-def _resolve_source(spec: Optional[str], adapter: Optional[str], progress: Progress) -> tuple[Path, Optional[Path]]:
+def _resolve_source(spec: str | None, adapter: str | None, progress: Progress) -> tuple[Path, Path | None]:
     from learnat_cli.models import resolve_model
 
     path = Path(resolve_model(spec, progress)).expanduser()
@@ -91,7 +94,7 @@ def _resolve_source(spec: Optional[str], adapter: Optional[str], progress: Progr
     return path, ad
 
 
-def cache_key(source: Path, adapter: Optional[Path], quantization: str) -> str:
+def cache_key(source: Path, adapter: Path | None, quantization: str) -> str:
     """The hex key of a conversion (module docstring)."""
     import ctranslate2
 
@@ -125,9 +128,9 @@ def _merge_adapter(source: Path, adapter: Path, into: Path) -> None:
     model.save_pretrained(into, safe_serialization=True)
 
 
-def convert(spec: Optional[str] = None, adapter: Optional[str] = None, quantization: str = "int8",
+def convert(spec: str | None = None, adapter: str | None = None, quantization: str = "int8",
             progress: Progress = None) -> Path:
-    """The cached CTranslate2 folder for ``spec`` (+ ``adapter``), converted on first use (module docstring)."""
+    """The cached CTranslate2 folder for ``spec`` (+ ``adapter``), converted on first use (module doc)."""
     if quantization not in QUANTIZATIONS:
         raise LearnatError(f"unknown quantization {quantization!r} ({', '.join(QUANTIZATIONS)})",
                            field="quantization")
@@ -153,8 +156,9 @@ def convert(spec: Optional[str] = None, adapter: Optional[str] = None, quantizat
         tok_dir = ad if ad is not None and (ad / "tokenizer_config.json").exists() else source
         tok = AutoTokenizer.from_pretrained(tok_dir)
         target = work / "ct2"
-        TransformersConverter(str(src), low_cpu_mem_usage=True).convert(str(target), quantization=quantization)
-        tok.save_pretrained(target)
+        converter = TransformersConverter(str(src), low_cpu_mem_usage=True)
+        converter.convert(str(target), quantization=quantization)
+        tok.save_pretrained(target / "tokenizer")  # own folder: ct2's config.json misleads transformers
         meta = {"source": str(source), "adapter": str(ad) if ad else None, "quantization": quantization,
                 "eos_token_ids": _eos_ids(source, tok), "key": key}
         (target / META).write_text(json.dumps(meta, indent=1))
@@ -177,7 +181,7 @@ def convert(spec: Optional[str] = None, adapter: Optional[str] = None, quantizat
 
 
 class _Stopper:
-    """Per batch index: the generated ids; ``stop_at_final`` / ``stop`` strings decide when a sequence ends."""
+    """Per batch index: the generated ids; ``stop_at_final`` / ``stop`` strings decide when it ends."""
 
     def __init__(self, tok, n: int, stop_at_final: bool, stop: Sequence[str]):
         self.tok, self.stop_at_final, self.stop = tok, stop_at_final, tuple(s for s in stop if s)
@@ -209,8 +213,8 @@ class Ct2Generator:
 
     backend = "ct2"
 
-    def __init__(self, model: Optional[str] = None, adapter: Optional[str] = None, *, quantization: str = "int8",
-                 progress: Progress = None, threads: Optional[int] = None, device: Optional[str] = "cpu",
+    def __init__(self, model: str | None = None, adapter: str | None = None, *, quantization: str = "int8",
+                 progress: Progress = None, threads: int | None = None, device: str | None = "cpu",
                  compute_type: str = "default"):
         ct2 = _require_ct2()
         from transformers import AutoTokenizer
@@ -220,7 +224,8 @@ class Ct2Generator:
         self.device = "cuda" if device == "cuda" else "cpu"
         self.path = convert(model, adapter, quantization, progress)
         meta = json.loads((self.path / META).read_text())
-        self.tok = AutoTokenizer.from_pretrained(self.path)
+        tok_dir = self.path / "tokenizer"
+        self.tok = AutoTokenizer.from_pretrained(tok_dir if tok_dir.is_dir() else self.path)
         self.eos_ids = [int(i) for i in meta.get("eos_token_ids") or []]
         try:
             self.gen = ct2.Generator(str(self.path), device=self.device, compute_type=compute_type,
@@ -231,9 +236,9 @@ class Ct2Generator:
         self.last_prompt_tokens = self.last_new_tokens = 0
 
     def _tokens(self, messages: list[dict]) -> list[str]:
-        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = str(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        return self.tok.convert_ids_to_tokens(ids)
+        return [str(t) for t in self.tok.convert_ids_to_tokens(ids)]
 
     def _generate(self, prompts: list[list[str]], *, max_new_tokens: int, temperature: float, top_p: float,
                   stop_at_final: bool, stop: Sequence[str]) -> list[str]:
@@ -251,22 +256,22 @@ class Ct2Generator:
             results = self.gen.generate_batch(prompts, **kw)
         except RuntimeError as e:
             raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
-        texts = []
+        texts: list[str] = []
         self.last_prompt_tokens = sum(len(p) for p in prompts)
         self.last_new_tokens = 0
         for r in results:
             ids = [i for i in r.sequences_ids[0] if i not in self.eos_ids]
             self.last_new_tokens += len(r.sequences_ids[0])
-            text = self.tok.decode(ids, skip_special_tokens=True)
+            text = str(self.tok.decode(ids, skip_special_tokens=True))
             for s in stopper.stop:
                 if s in text:
                     text = text[:text.index(s)]
             texts.append(text)
         return texts
 
-    def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95,
-             n: int = 1, seed: Optional[int] = None, stop_at_final: bool = False,
-             stop: Optional[Sequence[str]] = None) -> list[str]:
+    def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             top_p: float = 0.95, n: int = 1, seed: int | None = None, stop_at_final: bool = False,
+             stop: Sequence[str] | None = None) -> list[str]:
         """``n`` answers to ``messages`` (greedy at temperature 0; sampled, seeded by ``seed``, above it)."""
         if n < 1:
             raise LearnatError("n must be at least 1", field="n")
@@ -282,9 +287,10 @@ class Ct2Generator:
         return out if k == n else out * n
 
     def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256, stop_at_final: bool = False,
-                   stop: Optional[Sequence[str]] = None) -> list[str]:
+                   stop: Sequence[str] | None = None) -> list[str]:
         """Greedy answers to several prompts in one ``generate_batch`` call, in input order."""
         if not batch:
             return []
-        return self._generate([self._tokens(m) for m in batch], max_new_tokens=max_new_tokens, temperature=0.0,
-                              top_p=1.0, stop_at_final=stop_at_final, stop=stop or ())
+        prompts = [self._tokens(m) for m in batch]
+        return self._generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0,
+                              stop_at_final=stop_at_final, stop=stop or ())

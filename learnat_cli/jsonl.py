@@ -238,6 +238,8 @@ def done_ids(path: PathLike | None) -> set[str]:
         return set()
     if p.is_dir():
         raise LearnatError("is a directory, expected a file to write", file=str(p))
+    if not p.is_file():  # /dev/null, a FIFO: nothing to resume
+        return set()
     lock = OutputLock(p).acquire()
     try:
         return _scan_done(p)
@@ -295,6 +297,12 @@ class JsonlSink:
             self._fh = sys.stdout
             return
         _check_writable_target(self.path)
+        if self.path.exists() and not self.path.is_file():  # /dev/null, a FIFO: written directly, not locked
+            try:
+                self._fh = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                raise LearnatError(f"cannot write: {e.strerror}", file=str(self.path)) from None
+            return
         self._lock = OutputLock(self.path).acquire()
         try:
             if append:

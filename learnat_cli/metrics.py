@@ -2,22 +2,22 @@
 hardness, and the parallel judge that the ``eval`` and ``score`` stages call.
 
 Inputs: :class:`EvalItem` (``pred``, ``gold``, database file, difficulty); outputs: per item ``correct``,
-``error`` (the prediction's), ``gold_error``, and a report (overall and by difficulty). Queries run through the
-one read-only executor of :mod:`learnat_cli.db` (time and byte limits; an over-limit result is wrong, as a
+``error`` (the prediction's), ``gold_error``, and a report (overall and by difficulty). Queries run through
+the one read-only executor of :mod:`learnat_cli.db` (time and byte limits; an over-limit result is wrong, as a
 timeout is).
 
 Semantics (shared/README.md):
 - ``bird`` (BIRD's evaluator): correct iff ``set(pred_rows) == set(gold_rows)`` on the one database file —
   order and duplicates ignored, column order matters.
-- ``spider``: the test-suite evaluator (github taoyds/test-suite-sql-eval), ``evaluation.py --etype exec`` with
-  ``exec_eval.eval_exec_match``, re-implemented from its rules (no code copied), quirks included:
+- ``spider``: the test-suite evaluator (github taoyds/test-suite-sql-eval), ``evaluation.py --etype exec``
+  with ``exec_eval.eval_exec_match``, re-implemented from its rules (no code copied), quirks included:
   1. the prediction's `` value `` becomes `` 1 `` (the driver's placeholder substitution, spaces included);
   2. both queries: ``> =``, ``< =``, ``! =`` are joined (``postprocess``);
   3. both queries: every ``DISTINCT`` token is removed unless ``keep_distinct`` — inside aggregates too
      (``count(DISTINCT x)`` becomes ``count( x)``), and only the first statement is kept (sqlparse's first
      statement): :func:`strip_distinct`;
-  4. rows are compared in order iff the (processed) gold text contains ``order by`` anywhere, lower-cased, with
-     exactly one space (sub-queries included); as multisets otherwise;
+  4. rows are compared in order iff the (processed) gold text contains ``order by`` anywhere, lower-cased,
+     with exactly one space (sub-queries included); as multisets otherwise;
   5. ``YEAR(CURDATE())`` becomes ``2020`` before execution; text is decoded as UTF-8 ignoring bad bytes;
   6. a column permutation of the prediction is allowed; the official quick rejection compares rows sorted by
      ``str(value) + str(type(value))``, so e.g. ``(1, 1.5)`` against ``(1.0, 1.5)`` is wrong there and here;
@@ -81,7 +81,8 @@ def detect_metric(row: dict[str, Any]) -> Optional[str]:
     if "query" in row or "query_toks" in row or isinstance(row.get("sql"), dict):
         return "spider"
     rid = str(row.get("id", ""))
-    if "SQL" in row or "question_id" in row or rid.startswith("bird-") or row.get("difficulty") in BIRD_LEVELS:
+    if ("SQL" in row or "question_id" in row or rid.startswith("bird-")
+            or row.get("difficulty") in BIRD_LEVELS):
         return "bird"
     if _SPIDER_ID.match(rid):
         return "spider"
@@ -100,7 +101,7 @@ def choose_metric(metric: Optional[str], rows: Iterable[dict[str, Any]], source:
     return "bird", "default (origin unknown)"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Spider's text processing
 
 
@@ -167,7 +168,7 @@ def db_files(path: str | Path, metric: str) -> list[str]:
     return [str(p), *others]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Result comparison
 
 
@@ -210,8 +211,8 @@ def spider_result_eq(gold: list[tuple], pred: list[tuple], ordered: bool) -> boo
 
 def _match(cands: list[list[int]], pcols: list[list], ok: Callable[[list[tuple[int, int]]], bool]) -> bool:
     """A one-to-one choice of prediction column per gold column from ``cands`` such that ``ok`` accepts every
-    prefix of (gold column, prediction column) pairs. Identical prediction columns are interchangeable, so only
-    the first unused one of a group is tried."""
+    prefix of (gold column, prediction column) pairs. Identical prediction columns are interchangeable, so
+    only the first unused one of a group is tried."""
     n = len(cands)
     order = sorted(range(n), key=lambda j: len(cands[j]))
     key = [tuple(c) for c in pcols]
@@ -247,9 +248,9 @@ def rows_match(pred_rows: Iterable[tuple], gold_rows: Iterable[tuple], metric: s
     return spider_result_eq(gold, pred, ordered)
 
 
-def exec_match(db_path, pred: str, gold: str, metric: str = "bird", timeout_s: float = dbmod.DEFAULT_TIMEOUT_S,
-               *, keep_distinct: bool = False, max_bytes: int = dbmod.DEFAULT_MAX_BYTES
-               ) -> tuple[bool, Optional[str]]:
+def exec_match(db_path, pred: str, gold: str, metric: str = "bird",
+               timeout_s: float = dbmod.DEFAULT_TIMEOUT_S, *, keep_distinct: bool = False,
+               max_bytes: int = dbmod.DEFAULT_MAX_BYTES) -> tuple[bool, Optional[str]]:
     """Run both queries read-only and compare. Returns ``(correct, error)``; a gold error is an error too."""
     sem = Semantics(check_metric(metric), keep_distinct, timeout_s, max_bytes)
     conns: dict = {}
@@ -261,11 +262,11 @@ def exec_match(db_path, pred: str, gold: str, metric: str = "bird", timeout_s: f
     return r["correct"], r["error"] or r["gold_error"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Spider hardness: the official evaluation.py classification (count_component1, count_component2, count_others
-# over its parsed SQL), re-implemented on sqlglot's AST. The official parser keeps WHERE/HAVING/ON conditions as a
-# flat list [cond, 'and'|'or', cond, ...] and a cond_unit as (not_op, op, val_unit, val1, val2); its counting has
-# quirks that decide the class and are reproduced here:
+# over its parsed SQL), re-implemented on sqlglot's AST. The official parser keeps WHERE/HAVING/ON conditions
+# as a flat list [cond, 'and'|'or', cond, ...] and a cond_unit as (not_op, op, val_unit, val1, val2); its
+# counting has quirks that decide the class and are reproduced here:
 # - "aggregates" in WHERE are the conditions with NOT (it tests cond_unit[0], the not flag), and in HAVING the
 #   NOT conditions *plus every and/or connector* (it tests the first character of 'and'/'or');
 # - a SELECT item counts as an aggregate when it starts with one (agg_id of the item), an ORDER BY item for
@@ -404,7 +405,7 @@ def spider_hardness(sql: str) -> str:
     return classify_hardness(*hardness_counts(tree))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Judging one item (runs in worker processes)
 
 
@@ -490,7 +491,7 @@ def _judge_batch(batch: list[tuple]) -> list[tuple[int, dict]]:
     return [(i, _judge(path, pred, gold, sem, _WORKER_CONNS)) for i, path, pred, gold, sem in batch]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The stage
 
 
@@ -503,7 +504,7 @@ class EvalConfig:
     keep_distinct: bool = False  # spider: keep DISTINCT (the official --keep_distinct)
     batch_size: int = 16
     pool_after_s: float = 1.0  # estimated sequential time left above which worker processes are started
-    hard_grace_s: float = 5.0  # extra wall time before a hung worker is killed (on top of 2x timeout per query)
+    hard_grace_s: float = 5.0  # extra wall time before a hung worker is killed (on top of 2x timeout/query)
 
     def check(self) -> None:
         """Invalid values are one-line errors naming the option."""
@@ -512,7 +513,8 @@ class EvalConfig:
             raise LearnatError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}",
                                field="timeout")
         if self.workers < 0:
-            raise LearnatError(f"--workers must be 0 (all cores) or more, got {self.workers}", field="workers")
+            raise LearnatError(f"--workers must be 0 (all cores) or more, got {self.workers}",
+                               field="workers")
         if self.max_bytes < 1:
             raise LearnatError(f"--max-bytes must be at least 1, got {self.max_bytes}", field="max_bytes")
 
@@ -532,8 +534,8 @@ class EvalItem:
 
 def evaluate(items: list[EvalItem], cfg: EvalConfig,
              on_result: Optional[Callable[[EvalItem, dict], None]] = None) -> dict:
-    """Judge every item (in parallel), call ``on_result`` per item as it finishes (in input order), and return the
-    report: overall and per-difficulty counts and accuracy."""
+    """Judge every item (in parallel), call ``on_result`` per item as it finishes (in input order), and return
+    the report: overall and per-difficulty counts and accuracy."""
     cfg.check()
     workers = cfg.workers or os.cpu_count() or 1
     sem = cfg.semantics()
@@ -564,6 +566,7 @@ def evaluate(items: list[EvalItem], cfg: EvalConfig,
             break
         for i, path, pred, gold, sem_ in batches[k]:
             results[i] = _judge(path, pred, gold, sem_, conns)
+            flush()  # each finished item is written at once (kept on Ctrl-C)
         done_items += len(batches[k])
         k += 1
         flush()
@@ -613,7 +616,8 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
 
 def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig) -> dict:
     levels = SPIDER_LEVELS if cfg.metric == "spider" else BIRD_LEVELS
-    by: dict[str, dict[str, int]] = defaultdict(lambda: {"count": 0, "correct": 0, "errors": 0, "gold_errors": 0})
+    by: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"count": 0, "correct": 0, "errors": 0, "gold_errors": 0})
     for i, it in enumerate(items):
         r = results[i]
         for key in ("all", it.difficulty or "unknown"):
@@ -624,7 +628,8 @@ def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig
             b["count"] += 1
             b["correct"] += int(r["correct"])
             b["errors"] += int(bool(r["error"]))
-    order = ["all"] + [lv for lv in levels if lv in by] + sorted(k for k in by if k not in levels and k != "all")
+    order = (["all"] + [lv for lv in levels if lv in by]
+             + sorted(k for k in by if k not in levels and k != "all"))
     report = {"metric": cfg.metric, "timeout_s": cfg.timeout_s, "n_items": len(items), "by_difficulty": {}}
     for k in order:
         b = by[k]

@@ -374,5 +374,3 @@ class ChatModel:
             out = self.model.generate(**enc, **kw)
         return self._decode(out, n_in, int(enc["attention_mask"].sum()))
 
-
-ChatGenerator = ChatModel  # the name before generation.py was folded in here

@@ -105,7 +105,8 @@ class PreferencePair(Record):
     @field_validator("prompt", "chosen", "rejected", mode="wrap")
     @classmethod
     def _text_or_messages(cls, value: Any, handler: Any) -> Any:
-        """One clear error for the text-or-messages union (the deepest problem, without pydantic's member tags)."""
+        """One clear error for the text-or-messages union (the deepest problem, without pydantic's member
+        tags)."""
         try:
             return handler(value)
         except ValidationError as e:

@@ -118,16 +118,21 @@ def try_parse(sql: str, dialect: str = "sqlite") -> Optional[exp.Expression]:
 
 
 def _tables_in_scope(select: exp.Expression) -> dict[str, str]:
-    """alias-or-name -> table name for the tables directly in this SELECT's FROM/JOINs."""
+    """alias-or-name -> table name for the tables directly in this SELECT's FROM/JOINs (``name#k`` for the
+    k-th occurrence of a table joined more than once)."""
     out: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for src in [select.args.get("from_") or select.args.get("from")] + list(select.args.get("joins") or []):
         if src is None:
             continue
         t = src.this if isinstance(src, (exp.From, exp.Join)) else src
         if isinstance(t, exp.Table):
             name = t.name.lower()
+            seen[name] = seen.get(name, 0) + 1
+            # a table joined again (a self-join) keeps its occurrences apart: colour, colour#2, ...
+            ref = name if seen[name] == 1 else f"{name}#{seen[name]}"
             alias = (t.alias or name).lower()
-            out[alias] = name
+            out[alias] = ref
             out.setdefault(name, name)
     return out
 
@@ -185,7 +190,7 @@ def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
     for select in list(tree.find_all(exp.Select)):
         _inline_projection_aliases(select)
         scope = _tables_in_scope(select)
-        real = set(scope.values())
+        real = {v.split("#")[0] for v in scope.values()}
         for col in select.find_all(exp.Column):
             # only columns of this SELECT, not of nested ones
             if col.find_ancestor(exp.Select) is not select:
@@ -515,6 +520,7 @@ class GoldAst:
         if self.columns is None:  # no schema: the column cannot be checked (documented relaxation)
             return tbl in self.tables if tbl else bool(self.tables)
         name = label[4:].split(".", 1)[1] if tbl else label[4:]
+        tbl = tbl.split("#")[0]
         if tbl:
             return tbl in self.tables and name in self.columns.get(tbl, ())
         return any(name in self.columns.get(t, ()) for t in self.tables)
@@ -600,7 +606,7 @@ def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set
         if isinstance(c.this, exp.Star):
             continue
         name = c.name.lower()
-        tbl = c.table.lower() if c.table else None
+        tbl = c.table.lower().split("#")[0] if c.table else None  # colour#2 (a self-join) is colour
         if tbl in ctes or tbl in aliases:
             continue
         if tbl is None and name in aliases:

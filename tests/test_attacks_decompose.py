@@ -28,7 +28,8 @@ def _lines(path_or_text):
 
 
 def _base(samples_dir, *extra):
-    return ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast", "--db-root", str(samples_dir),
+    return ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+            "--db-root", str(samples_dir),
             "--no-cache", *extra]
 
 
@@ -47,7 +48,8 @@ def test_bad_database_is_a_recorded_failure_and_the_run_goes_on(samples_dir, tmp
     q = tmp_path / "q.jsonl"
     q.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "o.jsonl"
-    res = runner.invoke(app, ["decompose", str(q), "--db-root", str(samples_dir), "--no-cache", "-o", str(out)])
+    args = ["decompose", str(q), "--db-root", str(samples_dir), "--no-cache", "-o", str(out)]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     recs = {r["id"]: r for r in _lines(out)}
     assert list(recs) == ["a", "b", "c"]
@@ -57,7 +59,7 @@ def test_bad_database_is_a_recorded_failure_and_the_run_goes_on(samples_dir, tmp
     assert "error" not in recs["c"] and recs["c"]["reached_gold"]
     assert "2 failed" in res.output
     # a rerun does not redo them (they are finished, with their failure recorded)
-    res = runner.invoke(app, ["decompose", str(q), "--db-root", str(samples_dir), "--no-cache", "-o", str(out)])
+    res = runner.invoke(app, args)
     assert res.exit_code == 0 and len(_lines(out)) == 3
 
 
@@ -121,8 +123,8 @@ def test_same_seed_same_output_across_processes(samples_dir, tmp_path):
     for hashseed in ("1", "2"):
         o = tmp_path / f"o{hashseed}.jsonl"
         env = dict(os.environ, PYTHONHASHSEED=hashseed)
-        cmd = [sys.executable, "-m", "learnat_commands.main", *_base(samples_dir, "--seed", "7", "--workers", "4",
-                                                                     "-o", str(o))]
+        cmd = [sys.executable, "-m", "learnat_commands.main",
+               *_base(samples_dir, "--seed", "7", "--workers", "4", "-o", str(o))]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr
         outs.append(o.read_bytes())
@@ -160,13 +162,15 @@ def test_bad_options_are_one_line_errors(samples_dir, tmp_path, case):
     notjson = tmp_path / "tables.json"
     notjson.write_text("{not json")
     extra = {"dialect": ["--dialect", "foo"], "outdir": ["-o", str(tmp_path)],
-             "tables-missing": ["--tables", str(tmp_path / "nope.json")], "tables-notjson": ["--tables", str(notjson)],
+             "tables-missing": ["--tables", str(tmp_path / "nope.json")],
+             "tables-notjson": ["--tables", str(notjson)],
              "limit0": ["--limit", "0"], "shard": ["--shard", "3/2"]}[case]
     res = runner.invoke(app, _base(samples_dir, *extra))
     assert res.exit_code == 2, res.output
     errs = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errs) == 1, res.output
-    want = {"dialect": "foo", "outdir": "directory", "tables-missing": "nope.json", "tables-notjson": "invalid JSON",
+    want = {"dialect": "foo", "outdir": "directory", "tables-missing": "nope.json",
+            "tables-notjson": "invalid JSON",
             "limit0": "--limit", "shard": "--shard"}[case]
     assert want in errs[0]
 
@@ -221,7 +225,8 @@ def test_teacher_answering_200_with_garbage_is_a_recorded_failure(tmp_path, body
         q = tmp_path / "q.jsonl"
         q.write_text('{"id": "1", "question": "q", "gold": "SELECT a FROM t WHERE b = 1"}\n'
                      '{"id": "2", "question": "q", "gold": "SELECT a FROM t"}\n')
-        res = runner.invoke(app, ["decompose", str(q), "--teacher", "m", "--teacher-url", srv.url, "--no-cache"])
+        res = runner.invoke(app, ["decompose", str(q), "--teacher", "m", "--teacher-url", srv.url,
+                                  "--no-cache"])
     finally:
         srv.close()
     assert res.exit_code == 0, res.output
@@ -239,7 +244,8 @@ def test_teacher_rejecting_the_key_stops_the_run(tmp_path):
     try:
         q = tmp_path / "q.jsonl"
         q.write_text('{"id": "1", "question": "q", "gold": "SELECT a FROM t"}\n')
-        res = runner.invoke(app, ["decompose", str(q), "--teacher", "m", "--teacher-url", srv.url, "--no-cache"])
+        res = runner.invoke(app, ["decompose", str(q), "--teacher", "m", "--teacher-url", srv.url,
+                                  "--no-cache"])
     finally:
         srv.close()
     assert res.exit_code == 2 and "HTTP 401" in res.output
@@ -294,7 +300,8 @@ def test_stage_is_the_python_api_and_imports_no_other_stage():
     code = ("import sys, learnat_cli; f = learnat_cli.decompose; "
             "import learnat_cli.stages.decompose as d; assert f is d.run; "
             "import learnat_cli.synthesis.ast_teacher; "
-            "bad = [m for m in sys.modules if m.startswith('learnat_cli.stages.') and m != 'learnat_cli.stages.decompose']; "
+            "bad = [m for m in sys.modules if m.startswith('learnat_cli.stages.') "
+            "and m != 'learnat_cli.stages.decompose']; "
             "assert not bad, bad; assert 'learnat_cli.synthesis.teachers' not in sys.modules; "
             "assert not {'typer', 'rich', 'torch'} & set(sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -198,3 +198,21 @@ def test_the_suite_wide_traceback_check_catches_tracebacks():
     with pytest.raises(AssertionError, match="printed a Python traceback"):
         subprocess.run([sys.executable, "-c", "import learnat_cli; raise SystemExit(1/0)"],
                        capture_output=True, text=True)
+
+
+def test_shell_completion_completes_subcommands_and_options(tmp_path):
+    import os
+    import shutil
+
+    exe = shutil.which("learnat")
+    if exe is None:
+        pytest.skip("the learnat script is not installed (pip install -e .)")
+    env = dict(os.environ, _LEARNAT_COMPLETE="complete_bash", COMP_WORDS="learnat dec", COMP_CWORD="1")
+    proc = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split() == ["decompose"], proc.stderr
+    env.update(COMP_WORDS="learnat ask --max-new", COMP_CWORD="2")
+    proc = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["--max-new-tokens"], proc.stderr
+    env = dict(os.environ, SHELL="/bin/bash", HOME=str(tmp_path))
+    proc = subprocess.run([exe, "--show-completion"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "_LEARNAT_COMPLETE=complete_bash" in proc.stdout

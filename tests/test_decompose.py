@@ -22,7 +22,8 @@ def _lines(text):
 def test_ast_teacher_reaches_gold_on_samples(samples_dir, tmp_path):
     out, trees = tmp_path / "traj.jsonl", tmp_path / "trees.jsonl"
     res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
-                              "--db-root", str(samples_dir), "--no-cache", "-o", str(out), "--trees", str(trees),
+                              "--db-root", str(samples_dir), "--no-cache", "-o", str(out),
+                              "--trees", str(trees),
                               "--slim"])
     assert res.exit_code == 0, res.output
     recs = _lines(out.read_text())
@@ -46,7 +47,8 @@ def test_ast_teacher_reaches_gold_on_samples(samples_dir, tmp_path):
 
 def test_resume_skips_finished_ids(samples_dir, tmp_path):
     out = tmp_path / "traj.jsonl"
-    args = ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast", "--db-root", str(samples_dir),
+    args = ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+            "--db-root", str(samples_dir),
             "--no-cache", "-o", str(out)]
     assert runner.invoke(app, args + ["--limit", "3"]).exit_code == 0
     first = _lines(out.read_text())
@@ -63,7 +65,8 @@ def test_resume_skips_finished_ids(samples_dir, tmp_path):
 def test_shard_splits_work(samples_dir):
     ids = []
     for i in range(2):
-        res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast", "--slim",
+        res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+                                  "--slim",
                                   "--db-root", str(samples_dir), "--no-cache", "--shard", f"{i}/2"])
         assert res.exit_code == 0
         ids.append({r["id"] for r in _lines(res.stdout)})
@@ -71,7 +74,8 @@ def test_shard_splits_work(samples_dir):
 
 
 def test_decompose_pipe_build_pairs(samples_dir, tmp_path):
-    cmd = (f"{sys.executable} -m learnat_commands.main decompose {samples_dir / 'questions.jsonl'} --teacher ast "
+    cmd = (f"{sys.executable} -m learnat_commands.main decompose {samples_dir / 'questions.jsonl'} "
+           "--teacher ast "
            f"--db-root {samples_dir} --no-cache | {sys.executable} -m learnat_commands.main build-pairs")
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -86,7 +90,8 @@ def test_decompose_pipe_build_pairs(samples_dir, tmp_path):
 
 def test_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "q.jsonl"
-    bad.write_text('{"id": "1", "question": "q", "gold": "SELECT name FROM t"}\n{"id": "2", "question": "q"}\n')
+    bad.write_text('{"id": "1", "question": "q", "gold": "SELECT name FROM t"}\n'
+                   '{"id": "2", "question": "q"}\n')
     out = tmp_path / "o.jsonl"
     res = runner.invoke(app, ["decompose", str(bad), "--teacher", "ast", "-o", str(out)])
     assert res.exit_code == 2

@@ -76,3 +76,21 @@ def test_missing_or_corrupt_source(tiny_model_dir, cache, tmp_path):
     with pytest.raises(LearnatError, match="quantization"):
         convert(str(tiny_model_dir), quantization="int3")
     assert not any(p.name.startswith(".") for p in (cache / "ct2").iterdir())
+
+
+def test_lora_adapter_merged(tiny_model_dir, cache, tmp_path):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from learnat_cli.engines_ct2 import Ct2Generator, convert
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    plain = convert(str(tiny_model_dir))
+    merged = Ct2Generator(str(tiny_model_dir), str(tmp_path / "adapter"), threads=1)
+    assert merged.path != plain and (merged.path / "model.bin").exists()
+    assert merged.chat(MSGS, max_new_tokens=4) == merged.chat(MSGS, max_new_tokens=4)
+    with pytest.raises(LearnatError, match="adapter_config.json"):
+        convert(str(tiny_model_dir), str(tmp_path))

@@ -198,3 +198,14 @@ def test_nan_in_a_file_is_rejected_with_its_line(tmp_path):
     with pytest.raises(LearnatError) as ei:
         list(read_records(Example, p))
     assert str(ei.value).startswith(f"{p}:2: field 'difficulty': ")
+
+
+def test_dev_null_is_written_directly():
+    import os
+
+    with JsonlSink("/dev/null") as s:
+        s.write({"id": "x"})
+    with JsonlSink("/dev/null", append=True) as s:
+        s.write({"id": "y"})
+    assert done_ids("/dev/null") == set()
+    assert not os.path.exists("/dev/null.partial") and not os.path.exists("/dev/null.lock")

@@ -1,5 +1,6 @@
-"""learnat_cli.training.launch: the `accelerate launch` argv for N GPUs / nodes, DeepSpeed configs, the refusal paths, and
-two real CPU processes (torch.distributed over gloo) training one MDPO step together through `learnat mdpo --gpus 2`."""
+"""learnat_cli.training.launch: the `accelerate launch` argv for N GPUs / nodes, DeepSpeed configs, the
+refusal paths, and two real CPU processes (torch.distributed over gloo) training one MDPO step together
+through `learnat mdpo --gpus 2`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
-from learnat_cli.training import launch
 from learnat_cli.errors import LearnatError
+from learnat_cli.training import launch
+from learnat_commands.main import app
 
 
 def _free_port() -> int:
@@ -54,10 +55,13 @@ def test_accelerate_parses_our_command():
     """The argv is valid for accelerate's own parser (no home-made flags)."""
     from accelerate.commands.launch import launch_command_parser
 
-    cmd = launch.build_launch_command("sft", "c.json", gpus=4, nodes=2, node_rank=0, master_addr="h", python="/py")
+    cmd = launch.build_launch_command("sft", "c.json", gpus=4, nodes=2, node_rank=0, master_addr="h",
+                                      python="/py")
     args = launch_command_parser().parse_args(cmd[3:])
     assert args.multi_gpu and args.num_processes == 8 and args.num_machines == 2 and args.module
-    assert args.training_script == "learnat_cli.training.launch" and args.training_script_args == ["run", "sft", "c.json"]
+    assert args.training_script == "learnat_cli.training.launch" and args.training_script_args == ["run",
+                                                                                                   "sft",
+                                                                                                   "c.json"]
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -74,7 +78,8 @@ def test_bad_topologies(kwargs, field):
 def test_needs_launch(monkeypatch):
     monkeypatch.delenv(launch.CHILD_ENV, raising=False)
     assert not launch.needs_launch(1, 1, None)
-    assert launch.needs_launch(2, 1, None) and launch.needs_launch(1, 2, None) and launch.needs_launch(1, 1, "zero2")
+    assert launch.needs_launch(2, 1, None) and launch.needs_launch(1, 2, None) and launch.needs_launch(1, 1,
+                                                                                                       "zero2")
     monkeypatch.setenv(launch.CHILD_ENV, "1")  # inside a launched process: never launch again
     assert not launch.needs_launch(8, 1, "zero3")
 
@@ -116,23 +121,27 @@ def test_cli_refuses_gpus_without_cuda_and_bad_deepspeed(tiny_model_dir, tmp_pat
 
 
 def test_two_cpu_processes_train_one_mdpo_step_together(tiny_model_dir, tmp_path):
-    """`learnat mdpo --gpus 2 --cpu` runs accelerate launch -> torchrun -> 2 processes (gloo); input from stdin."""
+    """`learnat mdpo --gpus 2 --cpu` runs accelerate launch -> torchrun -> 2 processes (gloo); input from
+    stdin."""
     pairs = [{"id": f"p{i}", "prompt": f"Question: How many singers are older than {30 + i}?\n",
               "chosen": f"Final SQL: SELECT COUNT(*) FROM singer WHERE age > {30 + i}",
               "rejected": "Final SQL: SELECT name FROM singer", "margin": 0.5} for i in range(4)]
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "learnat_commands.main", "mdpo", "--model", str(tiny_model_dir), "-o", str(out), "--gpus", "2",
-         "--cpu", "--max-steps", "1", "--grad-accum", "1", "--batch-size", "1", "--master-port", str(_free_port())],
-        input="".join(json.dumps(p) + "\n" for p in pairs), capture_output=True, text=True, env=env, timeout=300, check=False,
+        [sys.executable, "-m", "learnat_commands.main", "mdpo", "--model", str(tiny_model_dir), "-o",
+         str(out), "--gpus", "2",
+         "--cpu", "--max-steps", "1", "--grad-accum", "1", "--batch-size", "1", "--master-port",
+         str(_free_port())],
+        input="".join(json.dumps(p) + "\n" for p in pairs), capture_output=True, text=True, env=env,
+        timeout=300, check=False,
         cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout  # data only on stdout: rank 0's manifest
     man = json.loads(lines[0])
     assert man["world_size"] == 2 and man["steps"] == 1
-    # One optimizer step consumed one pair per process: 2 of the 4 pairs, i.e. half an epoch (one process: 0.25).
+    # One optimizer step consumed one pair per process: 2 of the 4 pairs, half an epoch (one process: 0.25).
     assert man["epochs"] == pytest.approx(0.5)
     assert (out / launch.SPOOLED_INPUT).read_text().count("\n") == 4
     assert (out / "adapter_model.safetensors").exists()

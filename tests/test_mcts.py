@@ -35,7 +35,8 @@ def test_classification_worked_examples():
     assert classify(g, "SELECT AVG(age) FROM singer", inner)[0] == "redundant"
     assert classify(g, "SELECT MAX(age) FROM singer", frozenset())[0] == "invalid"
     assert classify(g, "SELECT AVG(age) FROM singer WHERE", frozenset())[0] == "invalid"
-    assert classify(g, "SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)", inner)[0] == "progressive"
+    mid = "SELECT name FROM singer WHERE age > (SELECT AVG(age) FROM singer)"
+    assert classify(g, mid, inner)[0] == "progressive"
 
 
 class Scripted:
@@ -76,7 +77,8 @@ def test_search_reaches_gold_and_prunes():
 def test_no_prune_expands_rejected_nodes_and_costs_more_calls():
     pruned, unpruned = Scripted(SCRIPT), Scripted(SCRIPT)
     asyncio.run(Search(GoldAst(GOLD), pruned, MctsConfig(simulations=20, early_stop=False)).run())
-    asyncio.run(Search(GoldAst(GOLD), unpruned, MctsConfig(simulations=20, early_stop=False, prune=False)).run())
+    cfg = MctsConfig(simulations=20, early_stop=False, prune=False)
+    asyncio.run(Search(GoldAst(GOLD), unpruned, cfg).run())
     assert unpruned.calls > pruned.calls
 
 
@@ -96,7 +98,8 @@ def test_the_gold_is_terminal_even_when_earlier_steps_cover_everything():
     s1, s2 = "SELECT name FROM t WHERE a = 1", "SELECT name FROM t ORDER BY name"
     assert g.covered(s1) | g.covered(s2) == frozenset(range(g.n_nodes))
     assert classify(g, gold_sql, g.covered(s1) | g.covered(s2))[0] == "redundant"
-    script = {0: [("filter", s1)], 1: [("order", s2)], 2: [("all", "SELECT name FROM t WHERE a = 1 ORDER BY name;")]}
+    script = {0: [("filter", s1)], 1: [("order", s2)],
+              2: [("all", "SELECT name FROM t WHERE a = 1 ORDER BY name;")]}
     s = asyncio.run(Search(g, Scripted(script), MctsConfig(simulations=20)).run())
     path, reached = s.best_path()
     assert reached and len(path) == 3 and path[-1].terminal and path[-1].reward == 1.0
@@ -109,7 +112,7 @@ def test_result_equal_step_is_terminal_only_when_part_of_the_gold():
     s = asyncio.run(Search(g, Scripted(script), MctsConfig(simulations=5), is_gold=lambda sql: True).run())
     by_sql = {n.sql: n for n in s.nodes[1:]}
     assert by_sql["SELECT name FROM t WHERE a = 1"].terminal  # a part of the gold with the gold's result
-    assert not by_sql["SELECT name FROM t WHERE b = 7"].terminal  # not part of the gold: invalid stays invalid
+    assert not by_sql["SELECT name FROM t WHERE b = 7"].terminal  # not part of the gold: stays invalid
     assert by_sql["SELECT name FROM t WHERE b = 7"].status == "invalid"
 
 

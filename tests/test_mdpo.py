@@ -1,5 +1,6 @@
-"""`learnat mdpo` / learnat_cli.training.mdpo_trainer: pair reading, the MDPO loss checked by hand on a tiny model (with and without
-margins, and against TRL's stock DPOTrainer), the margin column reaching the loss, the CLI, and training progress."""
+"""`learnat mdpo` / learnat_cli.training.mdpo_trainer: pair reading, the MDPO loss checked by hand on a tiny
+model (with and without margins, and against TRL's stock DPOTrainer), the margin column reaching the loss, the
+CLI, and training progress."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
 from learnat_cli.errors import LearnatError
 from learnat_cli.training.mdpo_trainer import MdpoConfig, build_mdpo_trainer, load_pairs, mdpo_losses
+from learnat_commands.main import app
 
 torch = pytest.importorskip("torch")
 
 PAIRS = [
     {"id": "p0", "prompt": "Question: How many singers are older than 30?\n",
-     "chosen": "Final SQL: SELECT COUNT(*) FROM singer WHERE age > 30", "rejected": "Final SQL: SELECT name FROM singer",
+     "chosen": "Final SQL: SELECT COUNT(*) FROM singer WHERE age > 30",
+     "rejected": "Final SQL: SELECT name FROM singer",
      "margin": 0.5},
     {"id": "p1", "prompt": "Question: What is the average price of the orders?\n",
-     "chosen": "Final SQL: SELECT AVG(price) FROM orders", "rejected": "Final SQL: SELECT MAX(price) FROM orders WHERE id = 1",
+     "chosen": "Final SQL: SELECT AVG(price) FROM orders",
+     "rejected": "Final SQL: SELECT MAX(price) FROM orders WHERE id = 1",
      "margin": 0.25},
     {"id": "p2", "prompt": "Question: List the names.\n",
      "chosen": "Final SQL: SELECT name FROM singer", "rejected": "Final SQL: SELECT COUNT(*) FROM cards",
@@ -34,7 +37,7 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading pairs
 
 
@@ -83,7 +86,8 @@ def test_mdpo_losses_formula():
     h_l = torch.tensor([0.0, 1.0, 0.5])
     m = torch.tensor([0.5, 0.0, 2.0])
     got = mdpo_losses(h_w, h_l, m, beta=0.5, gamma=2.0)
-    want = [-math.log(1 / (1 + math.exp(-(0.5 * (a - b) - 2.0 * c)))) for a, b, c in zip(h_w.tolist(), h_l.tolist(),
+    want = [-math.log(1 / (1 + math.exp(-(0.5 * (a - b) - 2.0 * c)))) for a, b, c in zip(h_w.tolist(),
+                                                                                         h_l.tolist(),
                                                                                          m.tolist())]
     assert torch.allclose(got, torch.tensor(want), atol=1e-6)
     odpo = mdpo_losses(h_w, h_l, m.clamp(min=0.1), beta=0.5, margin_form="odpo", odpo_alpha=1.0)
@@ -94,7 +98,7 @@ def test_mdpo_losses_formula():
         mdpo_losses(h_w, h_l, m, beta=0.5, margin_form="odpo")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The loss, by hand
 
 
@@ -150,7 +154,8 @@ def _random_lora():
 def test_trainer_loss_equals_hand_computed_loss(tiny_model_dir, tmp_path, gamma, precompute):
     n = len(PAIRS)
     cfg = MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), output_dir=str(tmp_path / "out"),
-                     model=str(tiny_model_dir), batch_size=n, grad_accum=1, max_steps=1, beta=0.5, gamma=gamma,
+                     model=str(tiny_model_dir), batch_size=n, grad_accum=1, max_steps=1, beta=0.5,
+                     gamma=gamma,
                      cpu=True, precompute_ref=precompute)
     trainer, _ = build_mdpo_trainer(cfg, peft_config=_random_lora())
     assert "margin" in trainer.train_dataset.column_names
@@ -188,7 +193,8 @@ def test_gamma_zero_matches_trl_stock_dpo(tiny_model_dir, tmp_path):
     ours, batch = _trainer_loss(trainer, n)
     # The same reference as ours (the base weights, i.e. the adapter disabled), given explicitly.
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    stock = DPOTrainer(model=trainer.model, ref_model=ref, args=DPOConfig(output_dir=str(tmp_path / "stock"), beta=0.5,
+    stock = DPOTrainer(model=trainer.model, ref_model=ref, args=DPOConfig(output_dir=str(tmp_path / "stock"),
+                                                                          beta=0.5,
                                                            use_cpu=True, bf16=False, report_to="none",
                                                            gradient_checkpointing=False),
                        train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")}
@@ -200,7 +206,7 @@ def test_gamma_zero_matches_trl_stock_dpo(tiny_model_dir, tmp_path):
     assert torch.allclose(ours, theirs, atol=1e-6), (ours, theirs)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -214,7 +220,8 @@ def test_cli_mdpo_trains_and_writes_adapter(tiny_model_dir, tmp_path):
     inp = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "mdpo"
     res = CliRunner().invoke(app, ["mdpo", str(inp), "--model", str(tiny_model_dir), "-o", str(out),
-                                   "--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--gamma", "2",
+                                   "--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--gamma",
+                                   "2",
                                    "--merge", "--lr", "1e-3"])
     assert res.exit_code == 0, res.output
     man = _manifest(res)
@@ -232,12 +239,14 @@ def test_cli_mdpo_trains_and_writes_adapter(tiny_model_dir, tmp_path):
 
 
 def test_cli_mdpo_continues_sft_adapter_from_stdin(tiny_model_dir, tmp_path):
-    """`--model` takes a `learnat sft` adapter folder; the prompt may be chat messages (TRL conversational)."""
+    """`--model` takes a `learnat sft` adapter folder; the prompt may be chat messages (TRL
+    conversational)."""
     sft_rows = [{"messages": [{"role": "user", "content": "How many singers?"},
                               {"role": "assistant", "content": "Final SQL: SELECT COUNT(*) FROM singer"}]}]
     sft_out = tmp_path / "sft"
     res = CliRunner().invoke(app, ["sft", str(write_jsonl(tmp_path / "sft.jsonl", sft_rows)), "--model",
-                                   str(tiny_model_dir), "-o", str(sft_out), "--max-steps", "1", "--grad-accum", "1"])
+                                   str(tiny_model_dir), "-o", str(sft_out), "--max-steps", "1",
+                                   "--grad-accum", "1"])
     assert res.exit_code == 0, res.output
     conv = [{"id": f"c{i}", "prompt": [{"role": "user", "content": p["prompt"]}], "chosen": p["chosen"],
              "rejected": p["rejected"], "margin": p["margin"]} for i, p in enumerate(PAIRS)]
@@ -254,7 +263,8 @@ def test_cli_mdpo_continues_sft_adapter_from_stdin(tiny_model_dir, tmp_path):
 
 def test_cli_mdpo_with_explicit_ref_model(tiny_model_dir, tmp_path):
     res = CliRunner().invoke(app, ["mdpo", str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), "--model",
-                                   str(tiny_model_dir), "--ref-model", str(tiny_model_dir), "-o", str(tmp_path / "o"),
+                                   str(tiny_model_dir), "--ref-model", str(tiny_model_dir), "-o",
+                                   str(tmp_path / "o"),
                                    "--max-steps", "1", "--grad-accum", "1", "--full"])
     assert res.exit_code == 0, res.output
     man = _manifest(res)
@@ -294,7 +304,8 @@ def test_mdpo_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
 
 def test_cli_mdpo_config_file_eval_file_and_shared_options(tiny_model_dir, tmp_path):
     """MdpoConfig = the shared TrainConfig options + the MDPO fields: all from one YAML file, flags override,
-    an eval file's loss lands in the manifest; margin_form is checked once, at config time, naming the file."""
+    an eval file's loss lands in the manifest; margin_form is checked once, at config time, naming the
+    file."""
     from learnat_commands import mdpo as mdpo_cmd
 
     source = Path(mdpo_cmd.__file__).read_text()
@@ -309,7 +320,8 @@ def test_cli_mdpo_config_file_eval_file_and_shared_options(tiny_model_dir, tmp_p
     man = _manifest(res)
     assert man["gamma"] == 2.0 and man["beta"] == 0.3 and math.isfinite(man["eval_loss"])
     saved = json.loads((out / "training_config.json").read_text())
-    assert saved["learning_rate"] == 5e-6 and saved["eval_file"] == str(inp) and saved["margin_form"] == "linear"
+    assert saved["learning_rate"] == 5e-6 and saved["eval_file"] == str(inp)
+    assert saved["margin_form"] == "linear"
     conf.write_text("margin_form: cubic\n")
     res = CliRunner().invoke(app, ["mdpo", str(inp), "--config", str(conf)])
     assert res.exit_code == 2 and f"{conf}: field 'margin_form': unknown margin form 'cubic'" in res.stderr

@@ -36,3 +36,38 @@ def test_gold_that_does_not_parse_is_an_error(tmp_path):
     assert res.exit_code == 2
     assert f"{rows}:2: field 'gold'" in res.output
     assert not out.exists()  # no partial output left looking complete
+
+
+def test_score_stage_api_streams_in_order_and_reports(sample_db):
+    from learnat_cli.stages.score import ScoreConfig, score
+
+    rows = [{"id": str(i), "pred": f"SELECT {i}", "gold": "SELECT 1"} for i in range(3)]
+    out, rep = score(rows, ScoreConfig(db=str(sample_db)))
+    assert rep.rows == 0  # lazy: nothing is scored before the rows are read
+    got = list(out)
+    assert [r["id"] for r in got] == ["0", "1", "2"] and [r["exec_match"] for r in got] == [False, True, False]
+    assert rep.rows == 3 and rep.exec_correct == 1 and rep.metric == "bird"
+    assert got[1]["exec_metric"] == "bird"
+
+
+def test_score_bad_gold_and_output_folder(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"pred": "SELECT 1", "gold": 42}\n')
+    res = runner.invoke(app, ["score", str(rows)])
+    assert res.exit_code == 2 and f"{rows}:1: field 'gold': expected the gold SQL" in res.stderr
+    rows.write_text('{"pred": "SELECT 1", "gold": "SELECT 1"}\n')
+    folder = tmp_path / "out"
+    folder.mkdir()
+    res = runner.invoke(app, ["score", str(rows), "-o", str(folder)])
+    assert res.exit_code == 2 and not (tmp_path / "out.partial").exists()
+
+
+def test_score_spider_metric_uses_official_rules(sample_db, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"pred": "SELECT genre_id FROM books", "gold": "SELECT DISTINCT genre_id FROM books",
+                                "query_toks": []}) + "\n")  # a Spider row: spider by default
+    res = runner.invoke(app, ["score", str(rows), "--db", str(sample_db)])
+    row = json.loads(res.stdout)
+    assert res.exit_code == 0 and row["exec_metric"] == "spider" and row["exec_match"] is True
+    res = runner.invoke(app, ["score", str(rows), "--db", str(sample_db), "--keep-distinct"])
+    assert json.loads(res.stdout)["exec_match"] is False

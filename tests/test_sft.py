@@ -1,6 +1,6 @@
-"""`learnat sft` / learnat_cli.training.runner: row reading, loss on assistant turns only (with and without the chat
-template's generation markers), the CLI's outputs (adapter, merged model, config, metrics, one manifest record),
-checkpoints + --resume, bad input, and the loss going down on a small repeated batch."""
+"""`learnat sft` / learnat_cli.training.runner: row reading, loss on assistant turns only (with and without
+the chat template's generation markers), the CLI's outputs (adapter, merged model, config, metrics, one
+manifest record), checkpoints + --resume, bad input, and the loss going down on a small repeated batch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
 from learnat_cli.errors import LearnatError
 from learnat_cli.training.runner import (
     SftConfig,
@@ -21,6 +20,7 @@ from learnat_cli.training.runner import (
     to_prompt_completion,
     train_sft,
 )
+from learnat_commands.main import app
 
 torch = pytest.importorskip("torch")
 
@@ -47,14 +47,15 @@ def _manifest(result) -> dict:
     return json.loads(lines[0])
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading rows
 
 
 def test_load_rows_messages_and_prompt_completion(tmp_path):
     rows = load_sft_rows(str(write_jsonl(tmp_path / "a.jsonl", ROWS)))
     assert len(rows) == 3 and rows[0]["messages"][2]["role"] == "assistant"
-    pc = load_sft_rows(str(write_jsonl(tmp_path / "b.jsonl", [{"prompt": "Q: x\n", "completion": "SELECT 1"}])))
+    pc = load_sft_rows(str(write_jsonl(tmp_path / "b.jsonl", [{"prompt": "Q: x\n",
+                                                               "completion": "SELECT 1"}])))
     assert pc == [{"prompt": "Q: x\n", "completion": "SELECT 1"}]
     assert len(load_sft_rows(str(tmp_path / "a.jsonl"), limit=2)) == 2
 
@@ -74,13 +75,14 @@ def test_load_rows_errors(tmp_path, bad, field):
 
 
 def test_prompt_completion_split_at_last_assistant_turn():
-    msgs = ROWS[0]["messages"] + [{"role": "user", "content": "again"}, {"role": "assistant", "content": "A2"}]
+    msgs = ROWS[0]["messages"] + [{"role": "user", "content": "again"}, {"role": "assistant",
+                                                                         "content": "A2"}]
     pc = to_prompt_completion(msgs)
     assert pc["completion"] == [{"role": "assistant", "content": "A2"}] and len(pc["prompt"]) == 4
     assert pc["prompt"][-1] == {"role": "user", "content": "again"}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Loss masking, on the real tokenisation of a real (tiny) model
 
 
@@ -117,15 +119,17 @@ def test_loss_only_on_assistant_turns(tiny_model_dir, tmp_path, markers):
     assert {t.rstrip("\n") for t in trained} == want
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CLI
 
 
 def test_cli_sft_writes_adapter_merged_config_metrics_manifest(tiny_model_dir, tmp_path):
     inp = write_jsonl(tmp_path / "sft.jsonl", ROWS)
     out = tmp_path / "adapter"
-    res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tiny_model_dir), "-o", str(out), "--max-steps",
-                                   "2", "--grad-accum", "1", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8",
+    res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tiny_model_dir), "-o", str(out),
+                                   "--max-steps",
+                                   "2", "--grad-accum", "1", "--batch-size", "2", "--lora-r", "4",
+                                   "--lora-alpha", "8",
                                    "--target-modules", "q_proj,v_proj", "--merge"])
     assert res.exit_code == 0, res.output
     man = _manifest(res)
@@ -191,12 +195,14 @@ def test_cli_sft_missing_input_and_model(tiny_model_dir, tmp_path):
     res = CliRunner().invoke(app, ["sft", str(tmp_path / "nope.jsonl"), "--model", str(tiny_model_dir)])
     assert res.exit_code == 2 and "no such file" in res.stderr
     inp = write_jsonl(tmp_path / "s.jsonl", ROWS)
-    res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "o")])
+    res = CliRunner().invoke(app, ["sft", str(inp), "--model", str(tmp_path / "no-model"), "-o",
+                                   str(tmp_path / "o")])
     assert res.exit_code == 2 and "model" in res.stderr
 
 
 def test_sft_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
-    man = train_sft(SftConfig(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)), output_dir=str(tmp_path / "o"),
+    man = train_sft(SftConfig(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)),
+                              output_dir=str(tmp_path / "o"),
                               model=str(tiny_model_dir), batch_size=3, grad_accum=1, max_steps=8,
                               learning_rate=1e-2, lora_r=8, cpu=True))
     assert man["steps"] == 8
@@ -205,26 +211,28 @@ def test_sft_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_real_student_template_masks_prompt(tmp_path):
-    """The embedded Qwen2.5 student's template has no generation markers: rows become prompt/completion and only
-    the assistant answer (plus its end-of-turn) is trained."""
+    """The embedded Qwen2.5 student's template has no generation markers: rows become prompt/completion and
+    only the assistant answer (plus its end-of-turn) is trained."""
     from learnat_cli.training.runner import resolve_model_path
 
     try:
         path = resolve_model_path(None)
     except LearnatError as e:
         pytest.skip(str(e))
-    cfg = SftConfig(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)), output_dir=str(tmp_path / "o"), model=path,
+    cfg = SftConfig(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)), output_dir=str(tmp_path / "o"),
+                    model=path,
                     batch_size=len(ROWS), grad_accum=1, max_steps=1, cpu=True)
     trainer, info = build_sft_trainer(cfg)
     assert info["loss_mode"] == "completion_only"
     batch = next(iter(trainer.get_train_dataloader()))
     tok = trainer.processing_class
-    got = {tok.decode(ids[labels != -100].tolist()).strip() for ids, labels in zip(batch["input_ids"], batch["labels"])}
+    got = {tok.decode(ids[labels != -100].tolist()).strip() for ids, labels in zip(batch["input_ids"],
+                                                                                   batch["labels"])}
     assert got == {(r["messages"][2]["content"] + "<|im_end|>").strip() for r in ROWS} or \
         got == {r["messages"][2]["content"].strip() + "<|im_end|>" for r in ROWS}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Training as TRL users expect (issue 13): --config, progress, checkpoints, eval split, portable adapters
 
 
@@ -268,7 +276,8 @@ def test_cli_config_file_errors_name_file_and_key(tmp_path, text, suffix, needle
 
 
 def test_progress_events_and_quiet_terminal(tiny_model_dir, tmp_path):
-    """The core reports step/total/loss/lr/eta to a plain function; the CLI prints no raw dicts or warnings."""
+    """The core reports step/total/loss/lr/eta to a plain function; the CLI prints no raw dicts or
+    warnings."""
     from learnat_cli.stages.sft import sft
 
     events = []
@@ -300,7 +309,8 @@ def test_cli_checkpoint_at_end_by_default_and_eval_split(tiny_model_dir, tmp_pat
     assert man["checkpoint"] == str(out / "checkpoint-3") and (out / "checkpoint-3").is_dir()
     assert json.loads((out / "metrics.json").read_text())["eval_loss"] == man["eval_loss"]
     # ... so --resume always has something: a longer run continues from step 3.
-    res = _sft([tmp_path / "s.jsonl", "--config", out / "training_config.json", "--max-steps", "4", "--resume"])
+    res = _sft([tmp_path / "s.jsonl", "--config", out / "training_config.json", "--max-steps", "4",
+                "--resume"])
     assert res.exit_code == 0, res.output
     assert _manifest(res)["resumed_from"] == str(out / "checkpoint-3")
 
@@ -327,7 +337,8 @@ def test_adapter_is_portable(tiny_model_dir, tmp_path, monkeypatch):
 
     real = models.resolve_model
     monkeypatch.setattr(models, "resolve_model",
-                        lambda spec=None, progress=None: str(tiny_model_dir) if spec in (None, "qwen2.5-coder-0.5b")
+                        lambda spec=None, progress=None: str(tiny_model_dir) if spec in (None,
+                                                                                         "qwen2.5-coder-0.5b")
                         else real(spec, progress))
     out = tmp_path / "o"
     res = _sft([write_jsonl(tmp_path / "s.jsonl", ROWS), "-o", out, "--max-steps", "1", "--grad-accum", "1"])
@@ -339,7 +350,8 @@ def test_adapter_is_portable(tiny_model_dir, tmp_path, monkeypatch):
     assert model.config.vocab_size > 0
     # A local folder that is not an embedded model is recorded absolute (never relative to the cwd).
     monkeypatch.chdir(tiny_model_dir.parent)
-    res = _sft([tmp_path / "s.jsonl", "--model", tiny_model_dir.name, "-o", tmp_path / "p", "--max-steps", "1"])
+    res = _sft([tmp_path / "s.jsonl", "--model", tiny_model_dir.name, "-o", tmp_path / "p", "--max-steps",
+                "1"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         str(tiny_model_dir.resolve())

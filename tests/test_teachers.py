@@ -38,7 +38,8 @@ class ChatServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                auth = self.headers.get("Authorization")
+                outer.requests.append({"path": self.path, "body": body, "auth": auth})
                 kind, arg = outer.script.pop(0) if outer.script else ("ok", ["SQL: SELECT 1"])
                 if kind == "ok":
                     n = body.get("n", 1)
@@ -77,7 +78,8 @@ class ChatServer:
 
 
 STATE = State(question="How many books?", schema="CREATE TABLE books (id INTEGER)",
-              gold="SELECT COUNT(*) FROM books WHERE id > 3", steps=[("Which books?", "SELECT id FROM books")])
+              gold="SELECT COUNT(*) FROM books WHERE id > 3",
+              steps=[("Which books?", "SELECT id FROM books")])
 
 
 def test_openai_client_retries_429_and_500_then_parses(tmp_path):

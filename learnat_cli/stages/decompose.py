@@ -92,6 +92,15 @@ class DecomposeReport:
 Columns = Optional[dict[str, list[str]]]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` (checked by :meth:`DecomposeConfig.check`)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise LearnatError(f"--shard must be I/N with 0 <= I < N, got {text!r}", field="shard") from None
+    return i, n
+
+
 def schema_for(ex: Example, cfg: DecomposeConfig) -> tuple[str, Optional[str], Columns]:
     """(schema text, database path or None, table -> column names or None)."""
     from learnat_cli.db import resolve_db

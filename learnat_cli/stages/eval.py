@@ -7,9 +7,10 @@ JSONL, or the official ``gold.sql`` (``SQL<TAB>db_id`` per line). Outputs: one
 :class:`~learnat_cli.records.EvalResult` per prediction, in input order, and an
 :class:`~learnat_cli.records.EvalReport` (overall and by difficulty, with the metric and how it was chosen).
 
-Databases: ``--db`` for all; else ``db_id`` under ``--db-root`` (the override); else the row's ``db_path`` (which
-``ask`` writes); else ``db_id`` under ``$LEARNAT_DB_ROOT``. Metric: ``--metric``, else the origin of the gold
-file (or of the predictions) — a Spider file gives ``spider``, a BIRD file ``bird`` (:func:`choose_metric`).
+Databases: ``--db`` for all; else ``db_id`` under ``--db-root`` (the override); else the row's ``db_path``
+(which ``ask`` writes); else ``db_id`` under ``$LEARNAT_DB_ROOT``. Metric: ``--metric``, else the origin of
+the gold file (or of the predictions) — a Spider file gives ``spider``, a BIRD file ``bird``
+(:func:`choose_metric`).
 Comparison semantics: :mod:`learnat_cli.metrics`.
 """
 
@@ -52,8 +53,8 @@ class EvalSettings:
         self.judge_config("bird").check()
 
     def judge_config(self, metric: str) -> EvalConfig:
-        return EvalConfig(metric=metric, workers=self.workers, timeout_s=self.timeout_s, max_bytes=self.max_bytes,
-                          keep_distinct=self.keep_distinct)
+        return EvalConfig(metric=metric, workers=self.workers, timeout_s=self.timeout_s,
+                          max_bytes=self.max_bytes, keep_distinct=self.keep_distinct)
 
 
 def _is_text_format(path: str) -> bool:
@@ -142,8 +143,8 @@ def build_items(predictions: Rows, settings: EvalSettings, gold: Optional[Rows] 
         metric, how = choose_metric(settings.metric, (o for _, o in preds), pname)
     match_by = "order" if text_preds else settings.match_by
     if golds is not None and match_by == "order" and len(golds) != len(preds):
-        raise LearnatError(f"{len(preds)} predictions but {len(golds)} gold rows in {gname} (matched by order)",
-                           file=pname)
+        raise LearnatError(f"{len(preds)} predictions but {len(golds)} gold rows in {gname} (matched by "
+                           "order)", file=pname)
     by_id = {g["id"]: (line, g) for line, g in golds} if golds is not None else {}
     items = []
     for k, (line, obj) in enumerate(preds):
@@ -151,7 +152,8 @@ def build_items(predictions: Rows, settings: EvalSettings, gold: Optional[Rows] 
             raise LearnatError("missing required field", file=pname, line=line, field=settings.pred_field)
         pred = obj[settings.pred_field]
         if pred is not None and not isinstance(pred, str):
-            raise LearnatError("expected a SQL string or null", file=pname, line=line, field=settings.pred_field)
+            raise LearnatError("expected a SQL string or null", file=pname, line=line,
+                               field=settings.pred_field)
         if golds is not None:
             if match_by == "order":
                 gline, g = golds[k]
@@ -160,8 +162,8 @@ def build_items(predictions: Rows, settings: EvalSettings, gold: Optional[Rows] 
                     raise LearnatError("missing required field (needed to match gold by id)", file=pname,
                                        line=line, field="id")
                 if str(obj["id"]) not in by_id:
-                    raise LearnatError(f"id {obj['id']!r} not in the gold file {gname}", file=pname, line=line,
-                                       field="id")
+                    raise LearnatError(f"id {obj['id']!r} not in the gold file {gname}", file=pname,
+                                       line=line, field="id")
                 gline, g = by_id[str(obj["id"])]
             if text_preds and obj.get("db_id") and g.get("db_id") and obj["db_id"] != g["db_id"]:
                 raise LearnatError(f"db_id {obj['db_id']!r} but the gold row {gline} has {g['db_id']!r}",

@@ -7,7 +7,8 @@ same rows, every key kept, in input order and streamed, plus ``parses`` (the pre
 prediction does not parse) and, when a database is known (``--db``; ``db_id`` under ``--db-root``; the row's
 ``db_path``), ``exec_match`` with ``exec_error`` and ``exec_metric``. SQL nested too deeply for the parser (a
 RecursionError) is an error for that row (``score_error``), not for the run. Report: a :class:`ScoreReport`.
-The metric is ``--metric``, else the input's origin (:func:`learnat_cli.metrics.choose_metric`), as in ``eval``.
+The metric is ``--metric``, else the input's origin (:func:`learnat_cli.metrics.choose_metric`), as in
+``eval``.
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def score_row(obj: dict[str, Any], cfg: ScoreConfig, metric: str, name: str = "<
         try:
             path = resolve_row_db(obj, cfg.db, cfg.db_root)
         except LearnatError as e:
-            raise LearnatError(e.message, file=name, line=line, field="db_id" if obj.get("db_id") else "db_path"
-                               ) from None
-        ok, exec_err = exec_match(path, pred or "", gold, metric, cfg.timeout_s, keep_distinct=cfg.keep_distinct,
-                                  max_bytes=cfg.max_bytes)
+            field = "db_id" if obj.get("db_id") else "db_path"
+            raise LearnatError(e.message, file=name, line=line, field=field) from None
+        ok, exec_err = exec_match(path, pred or "", gold, metric, cfg.timeout_s,
+                                  keep_distinct=cfg.keep_distinct, max_bytes=cfg.max_bytes)
         out["exec_match"], out["exec_error"], out["exec_metric"] = ok, exec_err, metric
     return out

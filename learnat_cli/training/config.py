@@ -1,15 +1,15 @@
 """One training configuration for ``learnat sft`` and ``learnat mdpo`` (paper sec. 3.3: SFT, then MDPO).
 
 :class:`TrainConfig` (a dataclass) is the single place where a training option is declared: its field metadata
-(flag, help) generates the shared CLI options of both commands (``commands/common.py`` turns :func:`cli_fields`
-into Typer options), and the same fields are the keys of a ``--config FILE`` (YAML or JSON). Precedence, as in
-TRL's scripts: dataclass defaults < the config file < the flags given explicitly on the command line.
-:class:`MdpoConfig` adds the MDPO fields. Values are checked once, in ``__post_init__`` (``margin_form``,
-fractions, ``report_to``, ``deepspeed``...), and an unknown key in a config file is an error naming the file and
-the key (nothing is dropped silently).
+(flag, help) generates the shared CLI options of both commands (``commands/common.py`` turns
+:func:`cli_fields` into Typer options), and the same fields are the keys of a ``--config FILE`` (YAML or
+JSON). Precedence, as in TRL's scripts: dataclass defaults < the config file < the flags given explicitly on
+the command line. :class:`MdpoConfig` adds the MDPO fields. Values are checked once, in ``__post_init__``
+(``margin_form``, fractions, ``report_to``, ``deepspeed``...), and an unknown key in a config file is an error
+naming the file and the key (nothing is dropped silently).
 
-Inputs: a mapping (config file, flags) -> outputs: a validated config; :func:`save_resolved` writes the resolved
-config (``training_config.json``) beside the adapter. No heavy imports.
+Inputs: a mapping (config file, flags) -> outputs: a validated config; :func:`save_resolved` writes the
+resolved config (``training_config.json``) beside the adapter. No heavy imports.
 """
 
 from __future__ import annotations
@@ -92,13 +92,14 @@ class TrainConfig:
             (self.gpus >= 1 and self.nodes >= 1, "gpus", "--gpus and --nodes must be at least 1"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size", "expected at least 1"),
             (self.lora_layers is None or self.lora_layers >= 1, "lora_layers", "expected at least 1"),
-            (not (self.eval_file and self.eval_split), "eval_split", "give --eval-file or --eval-split, not both"),
+            (not (self.eval_file and self.eval_split), "eval_split",
+             "give --eval-file or --eval-split, not both"),
         ]
         for ok, name, msg in checks:
             if not ok:
                 raise LearnatError(f"{msg} (got {getattr(self, name)!r})", field=name)
 
-    # ------------------------------------------------------------------------------------------------ building
+    # ----------------------------------------------------------------------------------------------- building
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | None = None,
@@ -137,7 +138,8 @@ class SftConfig(TrainConfig):
 
 @dataclass
 class MdpoConfig(TrainConfig):
-    """``learnat mdpo``: :class:`TrainConfig` plus the margin-aware DPO fields (defaults: see mdpo_trainer)."""
+    """``learnat mdpo``: :class:`TrainConfig` plus the margin-aware DPO fields (defaults: see
+    mdpo_trainer)."""
 
     input: str = opt("-", "Preference pairs (JSONL: prompt, chosen, rejected, margin); - is stdin.")
     output_dir: str = opt("learnat-mdpo", "Adapter/model output folder.", "-o", "--output-dir")
@@ -145,7 +147,8 @@ class MdpoConfig(TrainConfig):
     epochs: float = opt(1.0, "Training epochs.")
     beta: float = opt(0.1, "DPO temperature beta.")
     gamma: float = opt(1.0, "Margin scale: loss -log s(beta*h - gamma*margin); 0 = plain DPO.")
-    margin_form: str = opt("linear", "linear (paper) or odpo (-log s(beta*h - alpha*log margin), margin > 0).")
+    margin_form: str = opt("linear",
+                           "linear (paper) or odpo (-log s(beta*h - alpha*log margin), margin > 0).")
     odpo_alpha: float = opt(1.0, "alpha of the odpo margin form.")
     ref_model: str | None = opt(None, "Reference model (default: the policy with its adapter disabled).")
     precompute_ref: bool = opt(False, "Compute reference log-probs once before training.")

@@ -1,25 +1,26 @@
-"""Scale-out for ``learnat sft`` / ``learnat mdpo``: the ``accelerate launch`` command line, DeepSpeed configs,
-and the entry point the launched processes run (the paper trains 7B-32B students, which needs several GPUs; this
-module re-runs the same SFT/MDPO training under the standard launcher, it is not a launcher itself).
+"""Scale-out for ``learnat sft`` / ``learnat mdpo``: the ``accelerate launch`` command line, DeepSpeed
+configs, and the entry point the launched processes run (the paper trains 7B-32B students, which needs several
+GPUs; this module re-runs the same SFT/MDPO training under the standard launcher, it is not a launcher
+itself).
 
-How it works: the CLI writes the stage's config to ``<output_dir>/launch_config.json`` (stdin input is spooled to
-``<output_dir>/train_input.jsonl`` first, since every process must read the data), then runs::
+How it works: the CLI writes the stage's config to ``<output_dir>/launch_config.json`` (stdin input is spooled
+to ``<output_dir>/train_input.jsonl`` first, since every process must read the data), then runs::
 
     python -m accelerate.commands.launch --multi_gpu --num_processes GPUS*NODES --num_machines NODES
         [--machine_rank R --main_process_ip ADDR --main_process_port PORT] --mixed_precision bf16|no
         --dynamo_backend no --module learnat_cli.training.launch run sft|mdpo <output_dir>/launch_config.json
 
-``accelerate launch --multi_gpu`` hands off to ``torch.distributed.run`` (torchrun); each process builds the same
-Trainer, which picks up the distributed environment (NCCL on GPUs, gloo on CPU with ``cpu=True``). With
+``accelerate launch --multi_gpu`` hands off to ``torch.distributed.run`` (torchrun); each process builds the
+same Trainer, which picks up the distributed environment (NCCL on GPUs, gloo on CPU with ``cpu=True``). With
 ``--deepspeed zero2|zero3`` a DeepSpeed JSON config is written next to it and passed as
-``TrainingArguments.deepspeed`` (the Trainer's own DeepSpeed integration fills its ``"auto"`` values). Rank 0 writes
-``manifest.json``; the parent reads it back and prints it as the stage's one output record. Children's stdout goes
-to the parent's stderr, so stdout still carries data only.
+``TrainingArguments.deepspeed`` (the Trainer's own DeepSpeed integration fills its ``"auto"`` values). Rank 0
+writes ``manifest.json``; the parent reads it back and prints it as the stage's one output record. Children's
+stdout goes to the parent's stderr, so stdout still carries data only.
 
-:func:`train` is the one entry of both stages (``stages/sft.py``, ``stages/mdpo.py``): it checks the topology first
-(``--gpus 2`` on a machine without CUDA fails before anything is launched or created), then trains in this process
-or under the launcher. Input: a :class:`~learnat_cli.training.config.TrainConfig`. Output: the manifest record.
-No heavy imports at module import time.
+:func:`train` is the one entry of both stages (``stages/sft.py``, ``stages/mdpo.py``): it checks the topology
+first (``--gpus 2`` on a machine without CUDA fails before anything is launched or created), then trains in
+this process or under the launcher. Input: a :class:`~learnat_cli.training.config.TrainConfig`. Output: the
+manifest record. No heavy imports at module import time.
 """
 
 from __future__ import annotations
@@ -107,10 +108,12 @@ def write_deepspeed_config(stage: str, output_dir: str | os.PathLike, *, bf16: b
 def build_launch_command(stage: str, config_path: str | os.PathLike, *, gpus: int = 1, nodes: int = 1,
                          node_rank: int = 0, master_addr: str | None = None,
                          master_port: int | None = None, python: str = sys.executable) -> list[str]:
-    """The ``accelerate launch`` argv that runs ``stage`` with the saved config on ``gpus`` processes per node.
+    """The ``accelerate launch`` argv that runs ``stage`` with the saved config on ``gpus`` processes per
+    node.
 
     ``--mixed_precision no`` on purpose: precision is the Trainer's ``bf16`` setting (transformers reads
-    ``ACCELERATE_MIXED_PRECISION`` as a fallback, so a launcher-level ``bf16`` would override ``--no-bf16``)."""
+    ``ACCELERATE_MIXED_PRECISION`` as a fallback, so a launcher-level ``bf16`` would override
+    ``--no-bf16``)."""
     if stage not in ("sft", "mdpo"):
         raise LearnatError(f"unknown stage {stage!r}")
     if gpus < 1 or nodes < 1:
@@ -162,8 +165,8 @@ def check_topology(cfg: TrainConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise LearnatError("no CUDA GPU here: --gpus/--nodes/--deepspeed need GPUs (or --cpu for a CPU test "
-                               "run over gloo)", field="gpus")
+            raise LearnatError("no CUDA GPU here: --gpus/--nodes/--deepspeed need GPUs (or --cpu for a CPU "
+                               "test run over gloo)", field="gpus")
         if cfg.gpus > torch.cuda.device_count():
             raise LearnatError(f"--gpus {cfg.gpus} but this machine has {torch.cuda.device_count()} GPU(s)",
                                field="gpus")
@@ -171,7 +174,8 @@ def check_topology(cfg: TrainConfig) -> None:
                          master_addr=cfg.master_addr, master_port=cfg.master_port)
 
 
-def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None, force: bool = False) -> dict[str, Any]:
+def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None,
+           force: bool = False) -> dict[str, Any]:
     """Run ``stage`` under ``accelerate launch`` and return rank 0's manifest record (``force``: even for one
     process without DeepSpeed, as ``gpu-check`` does to exercise the launcher)."""
     check_topology(cfg)
@@ -181,7 +185,8 @@ def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None, f
     config["output_dir"] = str(out)
     config["input"] = spool_input(config.get("input", "-"), out)
     if cfg.deepspeed is not None:
-        config["deepspeed_config"] = str(write_deepspeed_config(cfg.deepspeed, out, bf16=cfg.bf16 is not False))
+        config["deepspeed_config"] = str(write_deepspeed_config(cfg.deepspeed, out,
+                                                                bf16=cfg.bf16 is not False))
     config["world_size"] = cfg.gpus * cfg.nodes
     cfg_path = out / LAUNCH_CONFIG
     cfg_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -194,16 +199,19 @@ def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None, f
     child_env[CHILD_ENV] = "1"
     # The children must import this checkout's packages even when it is not installed.
     root = str(Path(__file__).resolve().parents[2])
-    child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
+    old_path = child_env.get("PYTHONPATH")
+    child_env["PYTHONPATH"] = root + (os.pathsep + old_path if old_path else "")
     if cfg.cpu:
         child_env.setdefault("OMP_NUM_THREADS", "1")
     child_env.update(env or {})
-    proc = subprocess.run(cmd, check=False, env=child_env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno()
+    proc = subprocess.run(cmd, check=False, env=child_env, stdin=subprocess.DEVNULL,
+                          stdout=sys.stderr.fileno()
                           if _has_fileno(sys.stderr) else None)
     if proc.returncode != 0:
         raise LearnatError(f"distributed {stage} failed (exit {proc.returncode}); see the messages above")
     if cfg.node_rank != 0:
-        return {"stage": stage, "output_dir": str(out), "node_rank": cfg.node_rank, "world_size": cfg.gpus * cfg.nodes}
+        return {"stage": stage, "output_dir": str(out), "node_rank": cfg.node_rank,
+                "world_size": cfg.gpus * cfg.nodes}
     if not manifest_path.exists():
         raise LearnatError("the launched training wrote no manifest", file=str(manifest_path))
     return json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -211,7 +219,8 @@ def launch(stage: str, cfg: TrainConfig, *, env: dict[str, str] | None = None, f
 
 def train(stage: str, cfg: TrainConfig, *, rows: list[dict[str, Any]] | None = None,
           on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``stage`` with ``cfg``: in this process, or under ``accelerate launch`` when the topology needs it."""
+    """Train ``stage`` with ``cfg``: in this process, or under ``accelerate launch`` when the topology needs
+    it."""
     check_topology(cfg)
     if needs_launch(cfg.gpus, cfg.nodes, cfg.deepspeed):
         if rows is not None:

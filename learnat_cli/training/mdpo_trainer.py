@@ -1,32 +1,33 @@
 """``learnat mdpo``: Margin-aware DPO on AST-margin preference pairs -- the paper's MDPO stage (LearNAT, arXiv
 2504.02327, "Margin-aware DPO": L = -E[log sigmoid(beta * delta_logratio - delta_r)], trained after SFT).
 
-Input records: :class:`~learnat_cli.records.PreferencePair` rows from ``learnat build-pairs``: ``prompt`` (a string
-or a list of chat messages, TRL's conversational form), ``chosen``, ``rejected`` (strings, or assistant message
-lists) and ``margin`` (the AST reward gap ``R(s_w) - R(s_l)``; 0 when absent), plus ``id``. Output: an adapter
-folder (``training_config.json``, ``metrics.json`` in it, ``merged/`` with ``merge=True``) and one manifest record.
+Input records: :class:`~learnat_cli.records.PreferencePair` rows from ``learnat build-pairs``: ``prompt`` (a
+string or a list of chat messages, TRL's conversational form), ``chosen``, ``rejected`` (strings, or assistant
+message lists) and ``margin`` (the AST reward gap ``R(s_w) - R(s_l)``; 0 when absent), plus ``id``. Output: an
+adapter folder (``training_config.json``, ``metrics.json`` in it, ``merged/`` with ``merge=True``) and one
+manifest record.
 
 Loss per pair (``margin_form="linear"``, the paper's form, default)::
 
     -log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))) - gamma * margin)
 
 ``gamma=0`` is plain DPO. ``margin_form="odpo"`` is the released code's ODPO-style
-``-log sigmoid(beta * h - alpha * log(margin))`` (alpha = ``odpo_alpha``); it is defined only for margins > 0, so
-pairs with ``margin <= 0`` are rejected when the data is read.
+``-log sigmoid(beta * h - alpha * log(margin))`` (alpha = ``odpo_alpha``); it is defined only for margins > 0,
+so pairs with ``margin <= 0`` are rejected when the data is read.
 
-How the margin reaches the loss: TRL 1.16's DPOTrainer keeps extra dataset columns through its tokenisation map,
-but ``remove_unused_columns`` keeps only its signature columns and its collator drops unknown keys. The
-:class:`MdpoTrainer` subclass adds ``margin`` to the signature columns, uses a collator that returns a ``margin``
-tensor, keeps it out of the model's keyword arguments, and computes the loss above from the summed completion-token
-log-probabilities of the policy and the reference.
+How the margin reaches the loss: TRL 1.16's DPOTrainer keeps extra dataset columns through its tokenisation
+map, but ``remove_unused_columns`` keeps only its signature columns and its collator drops unknown keys. The
+:class:`MdpoTrainer` subclass adds ``margin`` to the signature columns, uses a collator that returns a
+``margin`` tensor, keeps it out of the model's keyword arguments, and computes the loss above from the summed
+completion-token log-probabilities of the policy and the reference.
 
-Reference model: when the policy is a fresh LoRA on a (merged SFT) model, the same model with the adapter disabled;
-when ``--model`` is a ``learnat sft`` adapter folder, TRL keeps a frozen copy of that adapter as the reference (the
-SFT model); with ``ref_model=PATH`` that model (an adapter folder is merged into its base).
+Reference model: when the policy is a fresh LoRA on a (merged SFT) model, the same model with the adapter
+disabled; when ``--model`` is a ``learnat sft`` adapter folder, TRL keeps a frozen copy of that adapter as the
+reference (the SFT model); with ``ref_model=PATH`` that model (an adapter folder is merged into its base).
 
-Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's loss
-subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate; TRL's own
-default is 1e-6), 1 epoch.
+Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's
+loss subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate;
+TRL's own default is 1e-6), 1 epoch.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from learnat_cli.training.runner import (
 )
 
 __all__ = ["MARGIN_FORMS", "MdpoConfig", "build_mdpo_trainer", "load_pairs", "mdpo_losses", "train_mdpo"]
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Input
 
 
@@ -71,7 +72,8 @@ def load_pairs(path: str, limit: int | None = None, margin_form: str = "linear")
                 if is_conv and f != "prompt":
                     v = [{"role": "assistant", "content": v}]
             elif not is_conv:
-                raise LearnatError("expected a string (the prompt is a string)", file=name, line=lineno, field=f)
+                raise LearnatError("expected a string (the prompt is a string)", file=name, line=lineno,
+                                   field=f)
             else:
                 v = [{"role": m.role, "content": m.content} for m in v]
             row[f] = v
@@ -92,7 +94,7 @@ def load_pairs(path: str, limit: int | None = None, margin_form: str = "linear")
     return rows
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Loss
 
 
@@ -181,7 +183,8 @@ def trainer_classes():
             chosen_logps, rejected_logps = logps.chunk(2, dim=0)
 
             if self.precompute_ref_logps:
-                ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+                ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"],
+                inputs["ref_rejected_logps"]
             else:
                 with torch.no_grad(), disable_gradient_checkpointing(self.model,
                                                                      self.args.gradient_checkpointing_kwargs):
@@ -200,7 +203,8 @@ def trainer_classes():
             if margins is None:
                 margins = torch.zeros_like(chosen_logratios)
             margins = margins.to(chosen_logratios.device)
-            losses = mdpo_losses(chosen_logratios, rejected_logratios, margins, beta=self.beta, gamma=self.gamma,
+            losses = mdpo_losses(chosen_logratios, rejected_logratios, margins, beta=self.beta,
+                                 gamma=self.gamma,
                                  margin_form=self.margin_form, odpo_alpha=self.odpo_alpha)
             loss = losses.mean()
 
@@ -224,7 +228,7 @@ def trainer_classes():
     return MarginCollator, MdpoTrainer
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -251,13 +255,14 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
                          loss_type=["sigmoid"], precompute_ref_log_probs=cfg.precompute_ref)
         model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16 and not cfg.full)  # as in SFT
         if cfg.full and adapter:
-            raise LearnatError("--full cannot continue an adapter folder; merge it first (learnat sft --merge)",
+            raise LearnatError("--full cannot continue an adapter folder; merge it first (sft --merge)",
                                field="model")
         ref_model = _load_ref_model(cfg.ref_model, bf16) if cfg.ref_model else None
         if peft_config is None and not cfg.full and not adapter:
             peft_config = lora_config(cfg, model)
         _, MdpoTrainer = trainer_classes()
-        trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+        trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args,
+                              train_dataset=Dataset.from_list(rows),
                               eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                               processing_class=tokenizer, peft_config=peft_config, gamma=cfg.gamma,
                               margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha)
@@ -268,7 +273,8 @@ def train_mdpo(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None,
                on_event: EventFn | None = None) -> dict[str, Any]:
     """Run MDPO in this process and return the manifest record."""
     trainer, info = build_mdpo_trainer(cfg, rows)
-    extra = {"beta": cfg.beta, "gamma": cfg.gamma, "margin_form": cfg.margin_form, "odpo_alpha": cfg.odpo_alpha,
+    extra = {"beta": cfg.beta, "gamma": cfg.gamma, "margin_form": cfg.margin_form,
+             "odpo_alpha": cfg.odpo_alpha,
              "ref_model": cfg.ref_model}
     return run_trainer(trainer, cfg, stage="mdpo", n_rows=info["rows"], base=info["base"],
                        adapter_in=info["adapter"], on_event=on_event, extra=extra)

@@ -1,31 +1,34 @@
-"""``learnat sft``: supervised fine-tuning of the student on decomposition trajectories -- the paper's SFT stage
-(LearNAT, arXiv 2504.02327: "SFT on successful trajectories comes first, then MDPO"; see PAPER.md, MDPO / Order
-of training).
+"""``learnat sft``: supervised fine-tuning of the student on decomposition trajectories -- the paper's SFT
+stage (LearNAT, arXiv 2504.02327: "SFT on successful trajectories comes first, then MDPO"; see PAPER.md, MDPO
+/ Order of training).
 
 Input records: :class:`~learnat_cli.records.SftRow` rows, as written by ``learnat build-pairs --sft``: chat
-``messages`` (system, user, assistant), or ``prompt``/``completion`` strings. Output: an adapter folder (LoRA by
-default; the whole model with ``full=True``), ``training_config.json`` and ``metrics.json`` in it, optionally a
-merged model in ``<output_dir>/merged``, and one manifest record (a dict; the CLI prints it as one JSON line).
+``messages`` (system, user, assistant), or ``prompt``/``completion`` strings. Output: an adapter folder (LoRA
+by default; the whole model with ``full=True``), ``training_config.json`` and ``metrics.json`` in it,
+optionally a merged model in ``<output_dir>/merged``, and one manifest record (a dict; the CLI prints it as
+one JSON line).
 
 Loss is on the assistant turns only:
 
 - when the tokenizer's chat template has ``{% generation %}`` markers (the tiny test model's has), TRL's
   ``assistant_only_loss=True`` masks everything but the assistant turns;
-- otherwise (the real Qwen2.5 template has no markers) every ``messages`` row is turned into the conversational
-  prompt/completion form -- prompt = the messages before the last assistant turn, completion = that turn -- and
-  TRL's ``completion_only_loss=True`` masks the prompt. Earlier assistant turns, if any, are context only.
+- otherwise (the real Qwen2.5 template has no markers) every ``messages`` row is turned into the
+  conversational prompt/completion form -- prompt = the messages before the last assistant turn, completion =
+  that turn -- and TRL's ``completion_only_loss=True`` masks the prompt. Earlier assistant turns, if any, are
+  context only.
 
-Also holds what :mod:`learnat_cli.training.mdpo_trainer` shares with SFT (the training kit): model loading through
-:func:`learnat_cli.models.load_model`, the TrainingArguments fields common to both stages, the progress callback
-(step/total/loss/lr/eta to a plain function), checkpoints (every ``save_steps`` and always at the end) and resume,
-an optional eval split, merge, portable adapters (``base_model_name_or_path`` is the embedded model's id, never a
-path of the training machine), and the resolved config / metrics / manifest files.
+Also holds what :mod:`learnat_cli.training.mdpo_trainer` shares with SFT (the training kit): model loading
+through :func:`learnat_cli.models.load_model`, the TrainingArguments fields common to both stages, the
+progress callback (step/total/loss/lr/eta to a plain function), checkpoints (every ``save_steps`` and always
+at the end) and resume, an optional eval split, merge, portable adapters (``base_model_name_or_path`` is the
+embedded model's id, never a path of the training machine), and the resolved config / metrics / manifest
+files.
 
 Defaults and where they come from (PAPER.md gives no SFT hyper-parameters for LearNAT): LoRA r=16, alpha=32,
-dropout 0.05 on all linear layers (common LoRA practice for 0.5B-7B code models), lr 2e-4 (usual LoRA SFT rate),
-3 epochs, max length 4096 tokens (the student prompt alone carries a rendered schema of up to 2048 tokens, the
-render_schema default budget, plus the question and the answer; truncation keeps the start, so a too-short limit
-would cut the answer).
+dropout 0.05 on all linear layers (common LoRA practice for 0.5B-7B code models), lr 2e-4 (usual LoRA SFT
+rate), 3 epochs, max length 4096 tokens (the student prompt alone carries a rendered schema of up to 2048
+tokens, the render_schema default budget, plus the question and the answer; truncation keeps the start, so a
+too-short limit would cut the answer).
 Heavy imports (torch, transformers, trl, peft) happen inside functions.
 """
 
@@ -62,7 +65,7 @@ MERGED_DIR = "merged"
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Input
 
 
@@ -79,7 +82,8 @@ def load_sft_rows(path: str, limit: int | None = None) -> list[dict[str, Any]]:
         except LearnatError as e:
             raise LearnatError(e.message, file=name, line=lineno, field=e.field) from None
         if k == "messages":
-            row: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in rec.messages or []]}
+            row: dict[str, Any] = {"messages": [{"role": m.role,
+                                                 "content": m.content} for m in rec.messages or []]}
         else:
             row = {"prompt": rec.prompt, "completion": rec.completion}
         if kind is None:
@@ -97,7 +101,8 @@ def load_sft_rows(path: str, limit: int | None = None) -> list[dict[str, Any]]:
 
 def split_eval(rows: list[dict[str, Any]], cfg: TrainConfig,
                load: Callable[[str], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list | None]:
-    """``(train_rows, eval_rows or None)``: ``--eval-file`` rows, or a seeded random ``--eval-split`` fraction."""
+    """``(train_rows, eval_rows or None)``: ``--eval-file`` rows, or a seeded random ``--eval-split``
+    fraction."""
     if cfg.eval_file:
         return rows, load(cfg.eval_file)
     if not cfg.eval_split:
@@ -135,7 +140,7 @@ def sft_dataset_format(rows: list[dict[str, Any]], tokenizer) -> tuple[list[dict
     return rows, "completion_only"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Models and arguments
 
 
@@ -169,9 +174,10 @@ def portable_name(spec: str | None, path: str | None = None) -> str | None:
 
 
 def load_model(spec: str | None, *, bf16: bool, trainable_adapter: bool = True):
-    """``(model, tokenizer, base, adapter_path)`` through :func:`learnat_cli.models.load_causal_lm`; an adapter
-    folder (a ``learnat sft`` output) is kept as a PeftModel, trainable when ``trainable_adapter``, and its
-    recorded base is resolved like ``--model``. ``base`` is :func:`portable_name` of the base model."""
+    """``(model, tokenizer, base, adapter_path)`` through :func:`learnat_cli.models.load_causal_lm`; an
+    adapter folder (a ``learnat sft`` output) is kept as a PeftModel, trainable when ``trainable_adapter``,
+    and its recorded base is resolved like ``--model``. ``base`` is :func:`portable_name` of the base
+    model."""
     import torch
 
     from learnat_cli.models import load_causal_lm, resolve_model
@@ -186,7 +192,8 @@ def load_model(spec: str | None, *, bf16: bool, trainable_adapter: bool = True):
 
 
 def adapter_base(path: str | Path) -> str:
-    """The base model an adapter folder was trained on (``base_model_name_or_path`` in adapter_config.json)."""
+    """The base model an adapter folder was trained on (``base_model_name_or_path`` in
+    adapter_config.json)."""
     p = Path(path) / ADAPTER_CONFIG
     try:
         base = json.loads(p.read_text(encoding="utf-8")).get("base_model_name_or_path")
@@ -206,7 +213,8 @@ def lora_config(cfg: TrainConfig, model=None):
     if cfg.lora_layers:
         n_layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
         if not n_layers:
-            raise LearnatError("--lora-layers needs a model whose config has num_hidden_layers", field="lora_layers")
+            raise LearnatError("--lora-layers needs a model whose config has num_hidden_layers",
+                               field="lora_layers")
         extra = {"layers_to_transform": list(range(max(0, n_layers - cfg.lora_layers), n_layers)),
                  "layers_pattern": "layers"}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -297,7 +305,8 @@ def progress_callback(on_event: EventFn):
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                on_event("tick", {"step": state.global_step, "total": state.max_steps, "eta_s": self._eta(state)})
+                on_event("tick", {"step": state.global_step, "total": state.max_steps,
+                                  "eta_s": self._eta(state)})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
@@ -321,7 +330,8 @@ def print_events(stage: str) -> EventFn:
         elif kind in ("step", "eval"):
             stats = "  ".join(f"{k} {info[k]:.4g}" for k in ("loss", "lr", "eval_loss", "eta_s")
                               if info.get(k) is not None)
-            print(f"learnat {stage}: step {info['step']}/{info['total']}  {stats}", file=sys.stderr, flush=True)
+            print(f"learnat {stage}: step {info['step']}/{info['total']}  {stats}", file=sys.stderr,
+                  flush=True)
 
     return on_event
 
@@ -336,7 +346,7 @@ def attach_progress(trainer, on_event: EventFn | None) -> None:
         trainer.add_callback(progress_callback(on_event))
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Running
 
 
@@ -367,11 +377,13 @@ def make_portable(folder: Path, base: str | None) -> None:
         p.write_text(json.dumps(conf, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str | None, adapter_in: str | None,
+def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str | None,
+                adapter_in: str | None,
                 loss_mode: str | None = None, on_event: EventFn | None = None,
                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (resuming from the last checkpoint when asked), save the adapter/model (portable), evaluate when
-    there is eval data, write the resolved config, metrics and manifest, merge when asked; return the manifest."""
+    there is eval data, write the resolved config, metrics and manifest, merge when asked; return the
+    manifest."""
     out = Path(cfg.output_dir)
     main = trainer.is_world_process_zero()
     if main:
@@ -406,15 +418,18 @@ def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str
         "stage": stage, "output_dir": str(out),
         "adapter_dir": None if cfg.full else str(out), "model_dir": str(out) if cfg.full else None,
         "merged_dir": None, "base_model": base, "init_adapter": adapter_in, "lora": not cfg.full,
-        "examples": n_rows, "steps": int(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
+        "examples": n_rows, "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
         "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
         "train_loss": float(result.training_loss) if result.training_loss is not None else None,
         "eval_loss": float(eval_loss) if eval_loss is not None else None,
         "runtime_s": round(runtime, 3), "tokens": tokens,
-        "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime > 0 else None, "peak_gpu_mem_gb": peak_gb, "world_size": int(trainer.args.world_size), "resumed_from": resume_from,
+        "tokens_per_s": round(tokens / runtime, 1) if tokens and runtime > 0 else None,
+        "peak_gpu_mem_gb": peak_gb, "world_size": int(trainer.args.world_size), "resumed_from": resume_from,
         "checkpoint": last_checkpoint(out), "loss_mode": loss_mode, "report_to": cfg.report_to,
         "config": str(out / CONFIG_FILE), "metrics": str(out / METRICS_FILE),
-        "versions": {"transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__},
+        "versions": {"transformers": transformers.__version__, "trl": trl.__version__,
+                     "peft": peft.__version__},
         **(extra or {}),
     }
     if main:
@@ -437,7 +452,7 @@ def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str
     return manifest
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # SFT
 
 
@@ -454,10 +469,11 @@ def build_sft_trainer(cfg: SftConfig, rows: list[dict[str, Any]] | None = None):
         use_cpu, bf16 = device_settings(cfg)
         args = TrlSFTConfig(**common_args(cfg, use_cpu, bf16, eval_rows is not None), packing=False,
                             assistant_only_loss=False, completion_only_loss=True)
-        # Full fine-tuning keeps float32 master weights (bf16 autocast); LoRA trains float32 adapters on a bf16 base.
+        # Full fine-tuning keeps float32 master weights (bf16 autocast); LoRA: float32 adapters, bf16 base.
         model, tokenizer, base, adapter = load_model(cfg.model, bf16=bf16 and not cfg.full)
         if cfg.full and adapter:
-            raise LearnatError("--full cannot continue an adapter folder; merge it first (--merge)", field="model")
+            raise LearnatError("--full cannot continue an adapter folder; merge it first (--merge)",
+                               field="model")
         data, loss_mode = sft_dataset_format(rows, tokenizer)
         args.assistant_only_loss = loss_mode == "assistant_only"
         args.completion_only_loss = True if loss_mode == "completion_only" else None
