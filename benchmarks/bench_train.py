@@ -187,6 +187,60 @@ def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
             "step_s": statistics.median(timed), "loss_mode": info["loss_mode"]}
 
 
+def bench_levers(model_spec, steps: int, workdir: Path, threads: list[int]) -> dict:
+    """Issue 15 part 2, CPU training-speed levers on the 0.5B student (LoRA SFT, interleaved A/B rounds):
+    LoRA on the upper layers only (``--lora-layers``), length-grouped batches (``--group-by-length``: padded
+    tokens per example), torch thread counts. Examples/hour from the median step time."""
+    import contextlib
+
+    import torch
+
+    from learnat_cli.models import resolve_model
+    from learnat_cli.training.runner import SftConfig, build_sft_trainer
+
+    try:
+        path = resolve_model(model_spec)
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"skipped": f"no 0.5B student: {e}"}
+    rows = _sft_rows(16)
+    # Varied lengths, as real schemas are: repeat the question a varying number of times.
+    for i, r in enumerate(rows):
+        r["messages"][-2]["content"] += "\n" + "Note: count each singer once. " * (i * 6)
+
+    def time_steps(**kw) -> tuple[float, object]:
+        cfg = SftConfig(output_dir=str(workdir / "lev"), model=path, batch_size=1, grad_accum=1,
+                        max_steps=steps + 1, cpu=True, save_steps=0, **kw)
+        trainer, _ = build_sft_trainer(cfg, rows=rows)
+        timer = _step_timer()
+        trainer.add_callback(timer)
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
+        return statistics.median(timer.times[1:]), trainer
+
+    out: dict = {"model": path, "steps_timed": steps}
+    t_all, trainer = time_steps()
+    n_layers = trainer.model.config.num_hidden_layers
+    upper = max(1, n_layers // 4)
+    t_upper, _ = time_steps(lora_layers=upper)
+    t_all2, _ = time_steps()
+    base = statistics.mean([t_all, t_all2])
+    out["lora_all_layers_examples_per_h"] = 3600 / base
+    out[f"lora_last_{upper}_layers_examples_per_h"] = 3600 / t_upper
+    out["lora_upper_speedup"] = base / t_upper
+    # Length grouping: padded tokens per example over one epoch at batch 4 (no training needed).
+    for grouped in (False, True):
+        cfg = SftConfig(output_dir=str(workdir / "grp"), model=path, batch_size=4, cpu=True,
+                        group_by_length=grouped, max_steps=1, save_steps=0)
+        tr, _ = build_sft_trainer(cfg, rows=rows)
+        padded = sum(int(b["input_ids"].numel()) for b in tr.get_train_dataloader())
+        out["tokens_per_example_" + ("grouped" if grouped else "random")] = padded / len(rows)
+    out["tokens_per_example_unpadded"] = statistics.mean(len(x) for x in tr.train_dataset["input_ids"])
+    for n in threads:
+        torch.set_num_threads(n)
+        out[f"threads_{n}_step_s"] = time_steps()[0]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run")
@@ -196,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (default: $OMP_NUM_THREADS or 2)")
     ap.add_argument("--skip-sft", action="store_true", help="only the MDPO vs DPO part")
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    ap.add_argument("--levers", action="store_true", help="only the CPU speed levers on the 0.5B (issue 15)")
     args = ap.parse_args(argv)
 
     import torch
@@ -205,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="learnat-bench-train-") as tmp:
         tmp = Path(tmp)
+        if args.levers:
+            lev = bench_levers(args.model, steps=2 if args.quick else 4, workdir=tmp, threads=[1, 2])
+            print("== CPU speed levers, LoRA SFT on the 0.5B (issue 15)")
+            for k, v in lev.items():
+                print(f"   {k:<40}: {v:.2f}" if isinstance(v, float) else f"   {k:<40}: {v}")
+            if args.json:
+                print(json.dumps({"levers": lev}))
+            return 0
         r = bench_mdpo_vs_dpo(steps=steps, rounds=rounds, batch=8, hidden=64, workdir=tmp)
         results["mdpo_vs_dpo"] = r
         print("== MDPO vs TRL DPO step time (tiny Qwen2 h=64, LoRA r=8, batch of 8 pairs, CPU)")

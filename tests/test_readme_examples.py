@@ -135,3 +135,20 @@ def test_readme_examples_run_in_order(tiny_model_dir, tmp_path):
 if __name__ == "__main__":  # print the plan: python tests/test_readme_examples.py
     for kind, cmd, run in plan(Path("TINY_MODEL")):
         print(f"[{kind}] {cmd}\n       {run}")
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's "Python API" snippet, as written, on trees made from the sample questions."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^### Python API\n.*?```python\n(.*?)```", text, re.M | re.S)
+    assert m, "README has no Python API example"
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "learnat_commands.main", "decompose",
+                           str(REPO / "samples" / "questions.jsonl"), "--teacher", "ast", "--db-root",
+                           str(REPO / "samples"), "-o", "traj.jsonl", "--trees", "trees.jsonl"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    exec(compile(m.group(1), "README.md (Python API)", "exec"), {"__name__": "readme"})
+    pairs = [json.loads(ln) for ln in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all({"prompt", "chosen", "rejected", "margin"} <= set(p) for p in pairs)
+    assert f"rows={len(pairs)}" in capsys.readouterr().out

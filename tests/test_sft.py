@@ -213,10 +213,10 @@ def test_sft_loss_goes_down_on_repeated_batch(tiny_model_dir, tmp_path):
 def test_real_student_template_masks_prompt(tmp_path):
     """The embedded Qwen2.5 student's template has no generation markers: rows become prompt/completion and
     only the assistant answer (plus its end-of-turn) is trained."""
-    from learnat_cli.training.runner import resolve_model_path
+    from learnat_cli.models import resolve_model
 
     try:
-        path = resolve_model_path(None)
+        path = resolve_model(None)
     except LearnatError as e:
         pytest.skip(str(e))
     cfg = SftConfig(input=str(write_jsonl(tmp_path / "s.jsonl", ROWS)), output_dir=str(tmp_path / "o"),
@@ -355,3 +355,17 @@ def test_adapter_is_portable(tiny_model_dir, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         str(tiny_model_dir.resolve())
+
+
+def test_cpu_speed_levers_lora_upper_layers_and_length_grouping(tiny_model_dir, tmp_path):
+    """--lora-layers N puts LoRA on the last N decoder layers only; --group-by-length batches similar lengths."""
+    rows = [{"prompt": "Question: " + "how many " * (i + 1), "completion": f"SELECT {i}"} for i in range(8)]
+    cfg = SftConfig(output_dir=str(tmp_path / "o"), model=str(tiny_model_dir), lora_layers=1, cpu=True,
+                    group_by_length=True, batch_size=4, max_steps=1)
+    trainer, _ = build_sft_trainer(cfg, rows=rows)
+    layers = {n.split(".layers.")[1].split(".")[0] for n, p in trainer.model.named_parameters()
+              if p.requires_grad}
+    assert layers == {str(trainer.model.config.num_hidden_layers - 1)}
+    padded = sum(b["input_ids"].numel() for b in trainer.get_train_dataloader())
+    lengths = sorted(len(x) for x in trainer.train_dataset["input_ids"])
+    assert padded == 4 * (lengths[-1] + lengths[3])  # the 4 short rows are not padded to the longest

@@ -216,3 +216,16 @@ def test_a_step_stays_within_one_select_of_the_gold():
                  "SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id HAVING count(*) = 1")
     assert not gu.contains("SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id HAVING count(*) = 2")
     assert gu.contains("SELECT id FROM a JOIN c ON a.id = c.aid GROUP BY a.id")
+
+
+def test_a_self_join_keeps_its_occurrences_apart():
+    """BIRD dev 724: the two aliases of colour must not be interchangeable (eye 'Blue', hair 'Blond')."""
+    j = ("SELECT T1.superhero_name FROM superhero AS T1 JOIN colour AS T2 ON T1.eye_colour_id = T2.id "
+         "JOIN colour AS T3 ON T1.hair_colour_id = T3.id ")
+    gold = GoldAst(j + "WHERE T2.colour = 'Blue' AND T3.colour = 'Blond'")
+    assert not gold.contains(j + "WHERE T2.colour = 'Blond' AND T3.colour = 'Blue'")
+    assert gold.contains(j + "WHERE T3.colour = 'Blond'")
+    assert gold.contains("SELECT T1.superhero_name FROM superhero AS T1 JOIN colour AS T2 "
+                         "ON T1.eye_colour_id = T2.id WHERE T2.colour = 'Blue'")
+    tables, cols = tables_and_columns(j)
+    assert tables == {"superhero", "colour"} and ("colour", "id") in cols

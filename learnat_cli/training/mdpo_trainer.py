@@ -183,8 +183,8 @@ def trainer_classes():
             chosen_logps, rejected_logps = logps.chunk(2, dim=0)
 
             if self.precompute_ref_logps:
-                ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"],
-                inputs["ref_rejected_logps"]
+                ref_chosen_logps = inputs["ref_chosen_logps"]
+                ref_rejected_logps = inputs["ref_rejected_logps"]
             else:
                 with torch.no_grad(), disable_gradient_checkpointing(self.model,
                                                                      self.args.gradient_checkpointing_kwargs):

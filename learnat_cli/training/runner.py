@@ -215,10 +215,15 @@ def lora_config(cfg: TrainConfig, model=None):
         if not n_layers:
             raise LearnatError("--lora-layers needs a model whose config has num_hidden_layers",
                                field="lora_layers")
+        import torch
+
+        # peft takes layers_to_transform only with named targets: every linear layer but the output head.
+        linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                         if isinstance(mod, torch.nn.Linear) and ".layers." in name})
         extra = {"layers_to_transform": list(range(max(0, n_layers - cfg.lora_layers), n_layers)),
-                 "layers_pattern": "layers"}
+                 "layers_pattern": "layers", "target_modules": cfg.target_modules or linear}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules or "all-linear", task_type="CAUSAL_LM", **extra)
+                      **{"target_modules": cfg.target_modules or "all-linear", **extra}, task_type="CAUSAL_LM")
 
 
 def check_report_to(report_to: str) -> None:
