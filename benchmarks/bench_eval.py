@@ -4,9 +4,9 @@ implementation of the official comparison run in the same process.
     python benchmarks/bench_eval.py --spider ../shared/spider [--quick] [--workers 2]
 
 The reference does what the official evaluators do per item: open a connection, run the prediction, run the
-gold, compare (Spider test-suite semantics: multisets, ordered when the gold has ORDER BY). learnat runs the same
-items with worker processes and per-worker connections. Two runs: predictions textually identical to the gold
-(learnat then runs the gold once), and predictions rewritten to differ textually but not in meaning
+gold, compare (Spider test-suite semantics: multisets, ordered when the gold has ORDER BY). learnat runs the
+same items with worker processes and per-worker connections. Two runs: predictions textually identical to the
+gold (learnat then runs the gold once), and predictions rewritten to differ textually but not in meaning
 (``SELECT * FROM (<gold>)`` for queries without ORDER BY), so that the shortcut is not what is measured.
 """
 
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     variants = []
     for it in items:
         pred = it.gold if gold_is_ordered(it.gold) else f"SELECT * FROM ({it.gold.strip().rstrip(';')})"
-        variants.append(EvalItem(id=it.id, db_path=it.db_path, pred=pred, gold=it.gold, difficulty=it.difficulty))
+        variants.append(EvalItem(id=it.id, db_path=it.db_path, pred=pred, gold=it.gold,
+                                 difficulty=it.difficulty))
 
     print(f"== eval throughput (Spider dev, {len(items)} items, {args.workers} workers)")
     for name, batch in (("identical predictions", items), ("rewritten predictions", variants)):

@@ -1,9 +1,10 @@
 """Check: learnat's ``--metric spider`` verdicts and Spider hardness against an independent, from-scratch
-reference of the official procedures (github taoyds/test-suite-sql-eval: ``exec_eval.eval_exec_match`` driven by
-``evaluation.py --etype exec``, and ``Evaluator.eval_hardness``), item for item. No code of the official tools is
-copied: the reference below re-implements their documented rules in a different way (a character scanner for the
-DISTINCT removal, the official brute-force permutation product for the comparison, and the hardness counted on
-the parsed ``sql`` dictionaries that Spider's ``dev.json`` ships, i.e. the official parser's own output).
+reference of the official procedures (github taoyds/test-suite-sql-eval: ``exec_eval.eval_exec_match`` driven
+by ``evaluation.py --etype exec``, and ``Evaluator.eval_hardness``), item for item. No code of the official
+tools is copied: the reference below re-implements their documented rules in a different way (a character
+scanner for the DISTINCT removal, the official brute-force permutation product for the comparison, and the
+hardness counted on the parsed ``sql`` dictionaries that Spider's ``dev.json`` ships, i.e. the official
+parser's own output).
 
     python benchmarks/bench_spider_official.py --spider ../shared/spider [--preds preds.jsonl] [--quick]
 
@@ -26,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-# ----------------------------------------------------------------------------------------------- hardness (dict)
+# ------------------------------------------------------------------------------------------- hardness (dict)
 
 _AGG_NONE, _LIKE = 0, 9  # AGG_OPS[0] = 'none'; WHERE_OPS.index('like') = 9
 
@@ -38,7 +39,8 @@ def _has_agg(unit) -> bool:
 def official_hardness(sql: dict) -> str:
     conds = sql["from"]["conds"][::2] + sql["where"][::2] + sql["having"][::2]
     ops = sql["from"]["conds"][1::2] + sql["where"][1::2] + sql["having"][1::2]
-    c1 = sum([len(sql["where"]) > 0, len(sql["groupBy"]) > 0, len(sql["orderBy"]) > 0, sql["limit"] is not None])
+    c1 = sum([len(sql["where"]) > 0, len(sql["groupBy"]) > 0, len(sql["orderBy"]) > 0,
+              sql["limit"] is not None])
     c1 += max(0, len(sql["from"]["table_units"]) - 1)
     c1 += ops.count("or") + sum(1 for c in conds if c[1] == _LIKE)
     c2 = sum(isinstance(c[3], dict) for c in conds) + sum(isinstance(c[4], dict) for c in conds)
@@ -64,8 +66,8 @@ def official_hardness(sql: dict) -> str:
 
 
 def ref_remove_distinct(s: str) -> str:
-    """A character scanner: drop each bare word 'distinct' outside strings, quoted names and comments; keep the
-    first statement only (up to and including its ';')."""
+    """A character scanner: drop each bare word 'distinct' outside strings, quoted names and comments; keep
+    the first statement only (up to and including its ';')."""
     out, i, n = [], 0, len(s)
     while i < n:
         ch = s[i]
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
     dev = json.loads((root / "dev.json").read_text())
     bad = [(i, r["query"], official_hardness(r["sql"]), spider_hardness(r["query"]))
            for i, r in enumerate(dev) if official_hardness(r["sql"]) != spider_hardness(r["query"])]
-    print(f"== hardness: {len(dev) - len(bad)} of {len(dev)} Spider dev golds classed as the official rules do")
+    print(f"== hardness: {len(dev) - len(bad)} of {len(dev)} Spider dev golds classed as the official rules "
+          "do")
     for i, q, want, got in bad[:20]:
         print(f"  dev-{i}: official {want}, learnat {got}: {q}")
 

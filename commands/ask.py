@@ -4,41 +4,41 @@ is learnat_cli.stages.ask)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .common import console, progress, run, sink
 from .ask_view import model_progress, show_answer
+from .common import console, progress, run, sink
 
 Opt = typer.Option
 
 
 def ask_cmd(
-    question: Annotated[Optional[str], typer.Argument(help="The question; '-': rows from stdin.")] = None,
-    db: Annotated[Optional[str], Opt(help="A .sqlite file, or ROOT/db_id under --db-root.")] = None,
-    db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT", help="Folder of <db_id>/<db_id>.sqlite")] \
+    question: Annotated[str | None, typer.Argument(help="The question; '-': rows from stdin.")] = None,
+    db: Annotated[str | None, Opt(help="A .sqlite file, or ROOT/db_id under --db-root.")] = None,
+    db_root: Annotated[str | None, Opt(envvar="LEARNAT_DB_ROOT", help="Folder of <db_id>/<db_id>.sqlite")] \
         = None,
-    input: Annotated[Optional[str], Opt("--input", "-i", help="Batch: rows (learnat/Spider/BIRD).")] = None,
-    limit: Annotated[Optional[int], Opt(help="Batch: the first N questions (reruns included).")] = None,
-    sample: Annotated[Optional[int], Opt(help="Batch: N questions drawn at random with --seed.")] = None,
+    input: Annotated[str | None, Opt("--input", "-i", help="Batch: rows (learnat/Spider/BIRD).")] = None,
+    limit: Annotated[int | None, Opt(help="Batch: the first N questions (reruns included).")] = None,
+    sample: Annotated[int | None, Opt(help="Batch: N questions drawn at random with --seed.")] = None,
     seed: Annotated[int, Opt(help="Seed of --sample.")] = 0,
-    index: Annotated[Optional[str], Opt(help="FAISS demonstration index (learnat index).")] = None,
+    index: Annotated[str | None, Opt(help="FAISS demonstration index (learnat index).")] = None,
     k: Annotated[int, Opt("--k", help="Demonstrations to retrieve.")] = 3,
-    model: Annotated[Optional[str], Opt(help="Model folder or hub id (default: embedded 0.5B).")] = None,
-    adapter: Annotated[Optional[str], Opt(help="LoRA adapter from learnat sft/mdpo.")] = None,
+    model: Annotated[str | None, Opt(help="Model folder or hub id (default: embedded 0.5B).")] = None,
+    adapter: Annotated[str | None, Opt(help="LoRA adapter from learnat sft/mdpo.")] = None,
     backend: Annotated[str, Opt(help="transformers | llamacpp.")] = "transformers",
     device: Annotated[str, Opt(help="auto (CUDA if present) | cpu | cuda: student, embedder.")] = "auto",
     decompose: Annotated[str, Opt(help="auto (fast path for simple questions) | always | never.")] = "auto",
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
     schema_format: Annotated[str, Opt(help="sql (CREATE TABLE) | compact (one line per table).")] = "sql",
     schema_values: Annotated[bool, Opt("--schema-values/--no-schema-values", help="Sample values.")] = True,
-    evidence: Annotated[Optional[str], Opt(help="A hint (BIRD evidence).")] = None,
+    evidence: Annotated[str | None, Opt(help="A hint (BIRD evidence).")] = None,
     max_new_tokens: Annotated[int, Opt(help="Answer budget (p99 of training answers).")] = 560,
     batch_size: Annotated[int, Opt(help="Batch: questions generated together (greedy, transformers).")] = 1,
     timeout: Annotated[float, Opt(help="Query time limit in seconds.")] = 30.0,
     retries: Annotated[int, Opt(help="Retries with the error in the prompt.")] = 1,
-    output: Annotated[Optional[str], Opt("-o", "--output", help="JSONL here (batch: resumable).")] = None,
+    output: Annotated[str | None, Opt("-o", "--output", help="JSONL here (batch: resumable).")] = None,
 ) -> None:
     """Answer a question: decomposition, SQL, and the result table (stderr); a JSONL record on stdout."""
     opts = SimpleNamespace(**locals())

@@ -3,7 +3,7 @@ the stage is learnat_cli.stages.build_pairs)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,12 +23,12 @@ def build_pairs_cmd(
     decompose: Annotated[str, Opt(help="--sft: which prompt each row trains, as ask --decompose: auto "
                                        "(direct rows for simple questions) | always | never.")] = "auto",
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
-    index: Annotated[Optional[str], Opt(help="Demonstrations from this FAISS index (learnat index).")] = None,
-    demos: Annotated[Optional[str], Opt(
+    index: Annotated[str | None, Opt(help="Demonstrations from this FAISS index (learnat index).")] = None,
+    demos: Annotated[str | None, Opt(
         help="Demonstrations from this pool (rows as for learnat index).")] = None,
     k: Annotated[int, Opt("--k", help="Demonstrations per prompt (as ask --k).")] = 3,
     device: Annotated[str, Opt(help="auto | cpu | cuda, for the embedder.")] = "auto",
-    output: Annotated[Optional[str], Opt("-o", "--output",
+    output: Annotated[str | None, Opt("-o", "--output",
         help="Write JSONL here instead of stdout.")] = None,
 ) -> None:
     """Chosen/rejected subtasks at the same tree node with their AST margin (TRL preference rows), or SFT

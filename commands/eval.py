@@ -3,7 +3,7 @@ printing only; the stage is learnat_cli.stages.eval)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,18 +19,18 @@ METRIC_HELP = "bird (set equality) | spider (test-suite). Default: from the inpu
 
 def eval_cmd(
     predictions: Annotated[str, typer.Argument(help=PRED_HELP)] = "-",
-    gold: Annotated[Optional[str], Opt(help="Spider/BIRD JSON, learnat JSONL, or gold.sql.")] = None,
-    db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT", help=ROOT_HELP)] = None,
-    db: Annotated[Optional[str], Opt(help="One .sqlite file for every item.")] = None,
-    metric: Annotated[Optional[str], Opt(help=METRIC_HELP)] = None,
+    gold: Annotated[str | None, Opt(help="Spider/BIRD JSON, learnat JSONL, or gold.sql.")] = None,
+    db_root: Annotated[str | None, Opt(envvar="LEARNAT_DB_ROOT", help=ROOT_HELP)] = None,
+    db: Annotated[str | None, Opt(help="One .sqlite file for every item.")] = None,
+    metric: Annotated[str | None, Opt(help=METRIC_HELP)] = None,
     keep_distinct: Annotated[bool, Opt(help="spider: keep DISTINCT (the official tool removes it).")] = False,
     match_by: Annotated[str, Opt(help="Match predictions to gold by 'id' or 'order'.")] = "id",
     pred_field: Annotated[str, Opt(help="Field holding the predicted SQL.")] = "pred",
     workers: Annotated[int, Opt(help="Worker processes (0 = all cores).")] = 0,
     timeout: Annotated[float, Opt(help="Per-query time limit in seconds (BIRD: 30).")] = 30.0,
     max_bytes: Annotated[int, Opt(help="Per-query result limit in bytes; over it, wrong.")] = 256 * 2**20,
-    report: Annotated[Optional[str], Opt(help="Write the JSON report here.")] = None,
-    output: Annotated[Optional[str], Opt("-o", "--output", help="Per-item JSONL here, not stdout.")] = None,
+    report: Annotated[str | None, Opt(help="Write the JSON report here.")] = None,
+    output: Annotated[str | None, Opt("-o", "--output", help="Per-item JSONL here, not stdout.")] = None,
 ) -> None:
     """Execution accuracy of predictions, by difficulty. Per-item JSONL on stdout; table on stderr."""
 

@@ -3,7 +3,7 @@ stage is learnat_cli.stages.index)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,9 @@ def index_cmd(
     output: Annotated[str, Opt("-o", "--output",
         help="Index folder to create (or extend with --append).")] = ...,
     append: Annotated[bool, Opt(help="Add rows to an existing index.")] = False,
-    embedder: Annotated[Optional[str], Opt(
+    embedder: Annotated[str | None, Opt(
         help="sentence-transformers model folder (default all-MiniLM-L6-v2).")] = None,
-    limit: Annotated[Optional[int], Opt(help="Index at most this many rows.")] = None,
+    limit: Annotated[int | None, Opt(help="Index at most this many rows.")] = None,
     device: Annotated[str, Opt(help="auto (CUDA when present) | cpu | cuda, for the embedder.")] = "auto",
 ) -> None:
     """Embed demonstration questions (with their SQL and decomposition) into a FAISS index."""

@@ -3,7 +3,7 @@ learnat_cli.stages.score)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,14 +19,14 @@ def score_cmd(
     input: Annotated[str, typer.Argument(help="JSONL rows with predicted and gold SQL; - for stdin.")] = "-",
     pred_field: Annotated[str, Opt(help="Field holding the predicted SQL.")] = "pred",
     gold_field: Annotated[str, Opt(help="Field holding the gold SQL.")] = "gold",
-    db: Annotated[Optional[str], Opt(help="A .sqlite file: also compute exec_match.")] = None,
-    db_root: Annotated[Optional[str], Opt(envvar="LEARNAT_DB_ROOT", help=ROOT_HELP)] = None,
-    metric: Annotated[Optional[str], Opt(help=METRIC_HELP)] = None,
+    db: Annotated[str | None, Opt(help="A .sqlite file: also compute exec_match.")] = None,
+    db_root: Annotated[str | None, Opt(envvar="LEARNAT_DB_ROOT", help=ROOT_HELP)] = None,
+    metric: Annotated[str | None, Opt(help=METRIC_HELP)] = None,
     keep_distinct: Annotated[bool, Opt(help="spider: keep DISTINCT (the official tool removes it).")] = False,
     timeout: Annotated[float, Opt(help="Per-query time limit in seconds.")] = 30.0,
     max_bytes: Annotated[int, Opt(help="Per-query result limit in bytes; over it, no match.")] = 256 * 2**20,
     dialect: Annotated[str, Opt(help="sqlglot dialect of the SQL.")] = "sqlite",
-    output: Annotated[Optional[str], Opt("-o", "--output", help="Write JSONL here, not stdout.")] = None,
+    output: Annotated[str | None, Opt("-o", "--output", help="Write JSONL here, not stdout.")] = None,
 ) -> None:
     """Add ast_similarity, parses (and exec_match with a database) to each row."""
 

@@ -28,7 +28,8 @@ def render_tree(rec) -> Group:
 
     def add(branch: Tree, node_id: int) -> None:
         for ch in kids.get(node_id, []):
-            mark = " ★" if ch.terminal else (" •" if ch.step and ch.step.sql in best else "")
+            on_path = ch.status == "progressive" and ch.step is not None and ch.step.sql in best
+            mark = " ★" if ch.terminal else (" •" if on_path else "")
             label = Text.assemble((f"[{ch.status}]", COLOURS.get(ch.status, "white")),
                                   f" n={ch.visits} v={ch.value:.2f} r={ch.reward:.2f}{mark}")
             if ch.step is not None:

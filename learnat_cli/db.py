@@ -26,11 +26,18 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.schema import (Column, ForeignKey, Schema, Table, load_schema,  # noqa: F401  (re-exports: moved
-                                render_schema, schema_from_tables_json)  # to learnat_cli.schema)
+from learnat_cli.schema import (  # noqa: F401  (re-exports: moved
+    Column,
+    ForeignKey,
+    Schema,
+    Table,
+    load_schema,
+    render_schema,  # to learnat_cli.schema)
+    schema_from_tables_json,
+)
 
 DEFAULT_TIMEOUT_S = 30.0  # BIRD's official evaluator (shared/README.md)
 DEFAULT_MAX_ROWS = 10_000
@@ -59,8 +66,8 @@ class ResultTooLarge(QueryError):
 # Resolution
 
 
-def resolve_db(db: Optional[str] = None, *, db_id: Optional[str] = None, db_root: Optional[str] = None,
-               db_path: Optional[str] = None) -> Path:
+def resolve_db(db: str | None = None, *, db_id: str | None = None, db_root: str | None = None,
+               db_path: str | None = None) -> Path:
     """Find the SQLite file. Order: ``db_path`` (a row's explicit file), ``db`` (a ``.sqlite`` file, or
     ``ROOT/db_id`` / ``db_id`` under ``db_root``), then ``db_id`` under ``db_root`` (default
     ``$LEARNAT_DB_ROOT``). Under a root, ``ROOT/<db_id>/<db_id>.sqlite`` (Spider/BIRD layout) and
@@ -90,7 +97,7 @@ def resolve_db(db: Optional[str] = None, *, db_id: Optional[str] = None, db_root
                        f"dev_databases/<db>/<db>.sqlite{hint})", field="db")
 
 
-def _under_root(rel: Path, root: Optional[str], tried: list[str]) -> Optional[Path]:
+def _under_root(rel: Path, root: str | None, tried: list[str]) -> Path | None:
     bases = [Path(".")] + ([Path(root).expanduser()] if root else [])
     name = rel.name
     for base in bases:
@@ -134,7 +141,7 @@ def _is_wal(p: Path) -> bool:
     return len(head) == 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
 
 
-def connect_ro(path: str | Path, timeout_s: Optional[float] = None) -> sqlite3.Connection:
+def connect_ro(path: str | Path, timeout_s: float | None = None) -> sqlite3.Connection:
     """A read-only connection with the write-denying authorizer installed.
 
     A WAL-mode file whose ``-wal`` is absent (fully checkpointed: no writer is active) is opened with
@@ -224,7 +231,7 @@ def json_value(v: Any) -> Any:
 
 
 def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-              max_rows: Optional[int] = None, max_bytes: int = DEFAULT_MAX_BYTES
+              max_rows: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
               ) -> tuple[list[str], list[tuple], bool]:
     """The one executor: run ``sql`` on a connection from :func:`connect_ro`; returns (columns, rows,
     truncated).
@@ -251,9 +258,9 @@ def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_
             return 1
 
     conn.set_progress_handler(_progress, 1000)
-    limit_set = hasattr(conn, "setlimit")
-    length = max(1, min(max_bytes, 2**31 - 1))
-    old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length) if limit_set else 0
+    setlimit = getattr(conn, "setlimit", None)  # Python 3.11+
+    length_id = getattr(sqlite3, "SQLITE_LIMIT_LENGTH", 0)
+    old_limit = setlimit(length_id, max(1, min(max_bytes, 2**31 - 1))) if setlimit else 0
     rows: list[tuple] = []
     size = 0
     truncated = False
@@ -291,15 +298,15 @@ def run_query(conn: sqlite3.Connection, sql: str, *, timeout_s: float = DEFAULT_
         raise ResultTooLarge("out of memory while fetching the result (lower --max-bytes)") from None
     finally:
         conn.set_progress_handler(None, 0)
-        if limit_set:
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
+        if setlimit:
+            setlimit(length_id, old_limit)
     if state["interrupt"]:
         raise KeyboardInterrupt
     return cols, rows, truncated
 
 
 def execute(db_path: str | Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-            max_rows: Optional[int] = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> QueryResult:
+            max_rows: int | None = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> QueryResult:
     """Open the file read-only, run one query with :func:`run_query`'s limits, close."""
     conn = connect_ro(db_path)
     t0 = time.perf_counter()
@@ -311,7 +318,7 @@ def execute(db_path: str | Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
     return QueryResult(columns=cols, rows=rows, truncated=truncated, elapsed_s=time.perf_counter() - t0)
 
 
-def resolve_row_db(row: dict[str, Any], db: Optional[str] = None, db_root: Optional[str] = None) -> Path:
+def resolve_row_db(row: dict[str, Any], db: str | None = None, db_root: str | None = None) -> Path:
     """The database of one row (``score``, ``eval``): ``--db`` for every row; else ``db_id`` under
     ``--db-root`` (the override, given explicitly); else the row's ``db_path`` (``ask`` writes the file it
     used); else ``db_id`` under ``$LEARNAT_DB_ROOT``."""

@@ -36,17 +36,19 @@ deterministic for the same query on the same file).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from sqlglot import exp
 
@@ -67,7 +69,7 @@ def check_metric(metric: str) -> str:
 _SPIDER_ID = re.compile(r"^(dev|train_spider|train_others|test|spider[\w-]*)-\d+$")
 
 
-def detect_metric(row: dict[str, Any]) -> Optional[str]:
+def detect_metric(row: dict[str, Any]) -> str | None:
     """The benchmark a row comes from, when it says so: a ``source``/``origin`` field naming spider or bird;
     Spider's own keys (``query``, ``query_toks``, a parsed ``sql``) or ids (``dev-12``); BIRD's (``SQL``,
     ``question_id``, ``bird-<id>`` ids, simple/moderate/challenging difficulty). None when unknown."""
@@ -89,7 +91,7 @@ def detect_metric(row: dict[str, Any]) -> Optional[str]:
     return None
 
 
-def choose_metric(metric: Optional[str], rows: Iterable[dict[str, Any]], source: str) -> tuple[str, str]:
+def choose_metric(metric: str | None, rows: Iterable[dict[str, Any]], source: str) -> tuple[str, str]:
     """(metric, how it was chosen): the option when given; else detected from the first rows of ``source``
     (:func:`detect_metric`); else ``bird`` (set equality, the more lenient) by default."""
     if metric:
@@ -158,6 +160,7 @@ def gold_is_ordered(gold_sql: str, keep_distinct: bool = False) -> bool:
     return spider_texts("", gold_sql, keep_distinct)[2]
 
 
+@functools.lru_cache(maxsize=4096)
 def db_files(path: str | Path, metric: str) -> list[str]:
     """Files a query is judged on: for ``spider`` every ``*.sqlite`` of a ``<db_id>/<db_id>.sqlite`` folder
     (the test-suite's distilled variants; the file itself first), else the file alone."""
@@ -186,9 +189,14 @@ def spider_result_eq(gold: list[tuple], pred: list[tuple], ordered: bool) -> boo
     n = len(gold[0])
     if len(pred[0]) != n:
         return False
-    ug, up = [_unorder(r) for r in gold], [_unorder(r) for r in pred]
-    if (ug != up) if ordered else (set(ug) != set(up)):
-        return False
+    if any(type(v) is float for rows in (gold, pred) for r in rows for v in r):
+        # The official quick rejection. It can only differ from the search below where values of different
+        # types compare equal (1 == 1.0), i.e. where floats appear; elsewhere a match implies it passes.
+        ug, up = [_unorder(r) for r in gold], [_unorder(r) for r in pred]
+        if (ug != up) if ordered else (set(ug) != set(up)):
+            return False
+    if (pred == gold) if ordered else (Counter(pred) == Counter(gold)):
+        return True  # the identity permutation
     gcols = [[r[j] for r in gold] for j in range(n)]
     pcols = [[r[i] for r in pred] for i in range(n)]
     if ordered:  # every gold column equals its prediction column as a list: a matching suffices
@@ -250,7 +258,7 @@ def rows_match(pred_rows: Iterable[tuple], gold_rows: Iterable[tuple], metric: s
 
 def exec_match(db_path, pred: str, gold: str, metric: str = "bird",
                timeout_s: float = dbmod.DEFAULT_TIMEOUT_S, *, keep_distinct: bool = False,
-               max_bytes: int = dbmod.DEFAULT_MAX_BYTES) -> tuple[bool, Optional[str]]:
+               max_bytes: int = dbmod.DEFAULT_MAX_BYTES) -> tuple[bool, str | None]:
     """Run both queries read-only and compare. Returns ``(correct, error)``; a gold error is an error too."""
     sem = Semantics(check_metric(metric), keep_distinct, timeout_s, max_bytes)
     conns: dict = {}
@@ -276,7 +284,7 @@ def exec_match(db_path, pred: str, gold: str, metric: str = "bird",
 # - only the first SELECT of a set operation is counted (the rest is its nested query).
 
 
-def _flat_conds(node: Optional[exp.Expression]) -> tuple[list[exp.Expression], list[str]]:
+def _flat_conds(node: Any) -> tuple[list[exp.Expression], list[str]]:
     """Leaf conditions and the connectors between them, as the official flat condition list."""
     if node is None:
         return [], []
@@ -337,7 +345,7 @@ def _starts_with_agg(e: exp.Expression) -> bool:
     return isinstance(e, _AGGS)
 
 
-def hardness_counts(tree: exp.Expression) -> tuple[int, int, int]:
+def hardness_counts(tree: Any) -> tuple[int, int, int]:
     """(count_component1, count_component2, count_others) of the official rules for a parsed query."""
     nested = 0
     while isinstance(tree, exp.Subquery):
@@ -427,7 +435,7 @@ def _run(path: str, sql: str, sem: Semantics, conns: dict) -> list[tuple]:
     return dbmod.run_query(conn, sql, timeout_s=sem.timeout_s, max_bytes=sem.max_bytes)[1]
 
 
-def _judge(path: str, pred: Optional[str], gold: str, sem: Semantics, conns: dict) -> dict:
+def _judge(path: str, pred: str | None, gold: str, sem: Semantics, conns: dict) -> dict:
     out: dict[str, Any] = {"correct": False, "error": None, "gold_error": None}
     empty = not pred or not pred.strip()
     if sem.metric == "spider":
@@ -526,14 +534,14 @@ class EvalConfig:
 class EvalItem:
     id: str
     db_path: str
-    pred: Optional[str]
+    pred: str | None
     gold: str
     difficulty: str
     extra: dict = field(default_factory=dict)
 
 
 def evaluate(items: list[EvalItem], cfg: EvalConfig,
-             on_result: Optional[Callable[[EvalItem, dict], None]] = None) -> dict:
+             on_result: Callable[[EvalItem, dict], None] | None = None) -> dict:
     """Judge every item (in parallel), call ``on_result`` per item as it finishes (in input order), and return
     the report: overall and per-difficulty counts and accuracy."""
     cfg.check()
@@ -616,7 +624,7 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
 
 def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig) -> dict:
     levels = SPIDER_LEVELS if cfg.metric == "spider" else BIRD_LEVELS
-    by: dict[str, dict[str, int]] = defaultdict(
+    by: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"count": 0, "correct": 0, "errors": 0, "gold_errors": 0})
     for i, it in enumerate(items):
         r = results[i]
@@ -630,10 +638,12 @@ def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig
             b["errors"] += int(bool(r["error"]))
     order = (["all"] + [lv for lv in levels if lv in by]
              + sorted(k for k in by if k not in levels and k != "all"))
-    report = {"metric": cfg.metric, "timeout_s": cfg.timeout_s, "n_items": len(items), "by_difficulty": {}}
+    scores: dict[str, Any] = {}
+    report: dict[str, Any] = {"metric": cfg.metric, "timeout_s": cfg.timeout_s, "n_items": len(items),
+                              "by_difficulty": scores}
     for k in order:
         b = by[k]
         b["accuracy"] = b["correct"] / b["count"] if b["count"] else 0.0
-        report["by_difficulty"][k] = b
+        scores[k] = b
     report["accuracy"] = by["all"]["accuracy"] if "all" in by else 0.0
     return report

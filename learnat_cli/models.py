@@ -24,14 +24,15 @@ import importlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.paths import cache_dir
 
-Progress = Optional[Callable[[str, int, int], None]]  # (phase, done, total)
+Progress = Callable[[str, int, int], None] | None  # (phase, done, total)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Embedded:
     pip: str  # pip name pattern with {i}
     version: str
     parts: int
-    sha256: Optional[str]
-    size: Optional[int]
+    sha256: str | None
+    size: int | None
 
 
 EMBEDDED = {
@@ -157,7 +158,7 @@ def _same_weights(model) -> bool:
         return False
 
 
-def resolve_model(spec: Optional[str] = None, progress: Progress = None) -> str:
+def resolve_model(spec: str | None = None, progress: Progress = None) -> str:
     """A loadable model reference: the embedded default for ``None``/``default``, an embedded name, a local
     folder, else the string itself (a hub id, for users with a hub)."""
     key = ALIASES.get(spec, spec)
@@ -175,7 +176,7 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("transformers", "llamacpp")
 
 
-def resolve_device(device: Optional[str] = "auto") -> str:
+def resolve_device(device: str | None = "auto") -> str:
     """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
     device = device or "auto"
     if device not in DEVICES:
@@ -191,8 +192,8 @@ def resolve_device(device: Optional[str] = "auto") -> str:
     return "cpu"
 
 
-def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, progress: Progress = None, *,
-                   device: Optional[str] = "auto", dtype=None, merge_adapter: bool = True,
+def load_causal_lm(spec: str | None = None, adapter: str | None = None, progress: Progress = None, *,
+                   device: str | None = "auto", dtype=None, merge_adapter: bool = True,
                    trainable: bool = False):
     """``(model, tokenizer)``. ``spec`` may be an adapter folder (its base is loaded under it); ``adapter``
     adds a LoRA adapter from ``learnat sft``/``mdpo``, merged into the weights (``merge_adapter``) or kept as
@@ -214,7 +215,7 @@ def load_causal_lm(spec: Optional[str] = None, adapter: Optional[str] = None, pr
     try:
         own_tok = adapter and Path(adapter, "tokenizer_config.json").exists()
         tok = AutoTokenizer.from_pretrained(adapter if own_tok else path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     except OSError as e:
         raise LearnatError(f"cannot load model {spec or 'default'}: {str(e).splitlines()[0]}") from None
     if adapter:
@@ -262,9 +263,9 @@ class ChatModel:
     """A loaded student that answers chat messages (module docstring). ``last_prompt_tokens`` and
     ``last_new_tokens`` count the tokens of the last call (all sequences)."""
 
-    def __init__(self, model: Optional[str] = None, adapter: Optional[str] = None,
-                 backend: str = "transformers", progress: Progress = None, threads: Optional[int] = None,
-                 device: Optional[str] = "auto"):
+    def __init__(self, model: str | None = None, adapter: str | None = None,
+                 backend: str = "transformers", progress: Progress = None, threads: int | None = None,
+                 device: str | None = "auto"):
         if backend not in BACKENDS:
             raise LearnatError(f"unknown backend {backend!r} (transformers or llamacpp)", field="backend")
         self.backend = backend
@@ -312,7 +313,7 @@ class ChatModel:
         return kw
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-             top_p: float = 0.95, n: int = 1, seed: Optional[int] = None,
+             top_p: float = 0.95, n: int = 1, seed: int | None = None,
              stop_at_final: bool = False) -> list[str]:
         """``n`` answers to ``messages`` (greedy at temperature 0; sampled, seeded by ``seed``, above it)."""
         if self.backend == "llamacpp":

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 _BUILTIN = Path(__file__).with_name("prompts")
 
@@ -38,7 +39,7 @@ def template(name: str, prompts_dir: str | os.PathLike | None = None) -> str:
 
 
 @lru_cache(maxsize=64)
-def _read(name: str, override: Optional[str]) -> str:
+def _read(name: str, override: str | None) -> str:
     if override:
         p = Path(override) / f"{name}.txt"
         if p.exists():
@@ -53,7 +54,7 @@ class Demo:
     question: str
     sql: str
     steps: Sequence[tuple[str, str]] = ()
-    evidence: Optional[str] = None
+    evidence: str | None = None
 
 
 def one_line(sql: str) -> str:
@@ -206,7 +207,7 @@ def _strip_fences(s: str) -> str:
 _SQL_LINE_RE = re.compile(r"^\s*SQL\s*:\s*(.+?)\s*$", re.I | re.M)
 
 
-def extract_sql(text: Optional[str]) -> Optional[str]:
+def extract_sql(text: str | None) -> str | None:
     """The SQL in free model text, on one line without a trailing ``;``: the first ``SQL:`` line, else the
     first fenced block, else everything from the first SELECT/WITH. None when there is no SQL."""
     t = text or ""
@@ -219,13 +220,13 @@ def extract_sql(text: Optional[str]) -> Optional[str]:
     return one_line(_strip_fences(m2.group(0))) or None if m2 else None
 
 
-def parse_answer(text: str) -> tuple[list[tuple[str, str]], Optional[str]]:
+def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
     """Parse a student answer into ``([(sub_question, sql), ...], final_sql)``. Tolerates code fences and a
     final SQL spread over several lines; without a ``Final SQL:`` line the last step's SQL is the final one,
     and a bare SQL answer (or a ```sql block) is taken as the final SQL (:func:`extract_sql`)."""
     steps: list[tuple[str, str]] = []
-    final: Optional[str] = None
-    cur_q: Optional[str] = None
+    final: str | None = None
+    cur_q: str | None = None
     lines = text.splitlines()
     i = 0
     while i < len(lines):

@@ -29,10 +29,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional
 
 from learnat_cli.errors import LearnatError
 
@@ -68,7 +68,7 @@ class Schema:
     tables: list[Table] = field(default_factory=list)
     db_id: str = ""
 
-    def table(self, name: str) -> Optional[Table]:
+    def table(self, name: str) -> Table | None:
         low = name.lower()
         return next((t for t in self.tables if t.name.lower() == low), None)
 
@@ -207,7 +207,7 @@ def render_table(t: Table, with_samples: bool = True, fmt: str = "sql") -> str:
     """One table: a CREATE TABLE statement (``sql``) or one line (``compact``)."""
     pk = [c.name for c in t.columns if c.primary_key]
     if fmt == "compact":
-        fk_of = {}
+        fk_of: dict[str, list[str]] = {}
         for fk in _fks(t):
             fk_of.setdefault(fk.column.lower(), []).append(f"{_ident(fk.ref_table)}.{_ident(fk.ref_column)}")
         parts = []
@@ -247,7 +247,7 @@ def _relevance(t: Table, words: set[str]) -> float:
     return score
 
 
-def render_schema(schema: Schema, max_tokens: int = 2048, question: Optional[str] = None,
+def render_schema(schema: Schema, max_tokens: int = 2048, question: str | None = None,
                   count_tokens: Callable[[str], int] = estimate_tokens, *, fmt: str = "sql",
                   values: bool = True) -> str:
     """Prompt-ready schema text within ``max_tokens`` (module docstring: formats, budget)."""

@@ -9,14 +9,16 @@ Everything works on a *label tree* derived from sqlglot's AST after normalisatio
   only table in scope, replace references to projection aliases in GROUP BY/HAVING/ORDER BY by the aliased
   expression, drop projection aliases and parentheses, and strip a trailing ``;``.
 - **Labels**: a column is ``col:<table>.<name>`` (``col:<name>`` when its table is unknown), a table
-  ``table:<name>``, a literal ``str:<text>`` / ``num:<value>``, ``*``; every other node is its sqlglot class
-  name (``Select``, ``Where``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are
+  ``table:<name>``, a literal ``str:<text>`` / ``num:<value>`` (with ``@<slot>`` when it is a function's
+  argument other than the first: ``num:0@false`` in ``IIF(c, 1, 0)``), ``*``; every other node is its sqlglot
+  class name (``Select``, ``Where``, ``Count``, ``Ordered:desc``...). Identifiers, aliases and parentheses are
   folded away. A *predicate* (``=``, ``<>``, ``<``, ``>``, ``LIKE``, ``IN``, ``BETWEEN``, ``IS``, ``EXISTS``,
   and ``NOT`` of one) is one node whose label carries its canonical text, operator, columns and literals
   together (``GT:singer.age > 30``); its only children are the sub-queries inside it (``GT:singer.age > ?``
   above the sub-query's tree). AND chains are flattened into one n-ary ``And`` node, and every WHERE, HAVING
   and JOIN ... ON condition hangs under an ``And`` node (with one child for a single condition), in golds and
-  steps alike. An OR chain is flattened too and, being one condition, is one node matched as a whole.
+  steps alike. An OR chain is flattened too and, being one condition, is one node matched as a whole; so is a
+  scalar function over columns and literals (``IIF(c, 1, 0)``, ``SUBSTR(t, 3, 2)``, ``CASE ... END``).
 - **Containment** (:meth:`GoldAst.contains`), the paper's subtree test ``N1 ⊆ N2 and E1 ⊆ E2``: the step's
   node label set and edge set (parent label, child label) must both be included in the gold's. So a step may
   keep some of the gold's conjuncts (``WHERE age > 30`` is part of ``WHERE age > 30 AND country = 'France'``),
@@ -320,9 +322,10 @@ def _conjunction(cond: exp.Expression) -> LNode:
     return LNode("And", kids)
 
 
-def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
+def _build(node: exp.Expression, projection: bool = False, key: str = "this") -> list[LNode]:
     """Label tree(s) for ``node``: a node without a label (identifier, alias...) is replaced by its
-    children."""
+    children. A literal outside a predicate carries its argument slot (``num:0@false`` in ``IIF(c, 1, 0)``),
+    so that a step cannot move the gold's literals between the arguments of a function either."""
     if _is_pred(node):
         kids = [k for q in _outer_queries(node) for k in _build(q)]
         return [LNode(f"{type(node).__name__}:{_pred_text(node)}", kids)]
@@ -333,7 +336,12 @@ def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
     if isinstance(node, exp.And):
         kids = [k for c in _flatten(node, exp.And) for k in _build(c)]
         return [LNode("And", kids)]
+    if isinstance(node, exp.Func) and not node.find(exp.AggFunc, *_QUERY):
+        # a scalar function over columns and literals (IIF, SUBSTR, STRFTIME, CASE, CAST...) is one node too
+        return [LNode(f"{type(node).__name__}:{_pred_text(node)}", [])]
     lab = _label(node)
+    if isinstance(node, exp.Literal) and key != "this":
+        lab = f"{lab}@{key}"
     kids = []
     if not isinstance(node, _LEAFY):
         for key, ch in _children(node):
@@ -342,7 +350,7 @@ def _build(node: exp.Expression, projection: bool = False) -> list[LNode]:
                 kids.append(_conjunction(ch))
                 continue
             proj = isinstance(node, exp.Select) and key == "expressions"
-            kids.extend(_build(ch, proj))
+            kids.extend(_build(ch, proj, key))
     if lab is None:
         return kids
     return [LNode(lab, kids, in_projection=projection and lab.startswith(("col:", "*")))]

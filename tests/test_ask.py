@@ -11,8 +11,17 @@ from typer.testing import CliRunner
 from learnat_cli.datasets import load_examples
 from learnat_cli.jsonl import JsonlSink, done_ids
 from learnat_cli.schema import load_schema
-from learnat_cli.stages.ask import (AskConfig, AskReport, answer, ask, complexity, decide_decompose,
-                                    repair_hint, select, validate_sql)
+from learnat_cli.stages.ask import (
+    AskConfig,
+    AskReport,
+    answer,
+    ask,
+    complexity,
+    decide_decompose,
+    repair_hint,
+    select,
+    validate_sql,
+)
 from learnat_commands.main import app
 
 runner = CliRunner()

@@ -16,13 +16,21 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from learnat_cli.db import (DEFAULT_MAX_BYTES, ResultTooLarge, WriteRefused, connect_ro, execute, json_value,
-                            sqlite_uri)
+from learnat_cli.db import (
+    DEFAULT_MAX_BYTES,
+    ResultTooLarge,
+    WriteRefused,
+    connect_ro,
+    execute,
+    json_value,
+    sqlite_uri,
+)
 from learnat_cli.metrics import EvalConfig, EvalItem, evaluate, exec_match
 from learnat_commands.main import app
 
 runner = CliRunner()
-BOMB = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60) SELECT zeroblob({n}) FROM c"
+BOMB = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60) "
+        "SELECT zeroblob({n}) FROM c")
 
 
 # ------------------------------------------------------------------------------------------------- resources
@@ -94,7 +102,8 @@ def test_every_sqlite_value_type_serialises(tmp_path):
 # ------------------------------------------------------------------------------------------ paths, databases
 
 
-@pytest.mark.parametrize("folder", ["we#ird", "what?mode=rw", "100%25 sure", "spaced out", "ünï cödé", "a#b?c%d e"])
+@pytest.mark.parametrize("folder", ["we#ird", "what?mode=rw", "100%25 sure", "spaced out", "ünï cödé",
+                                    "a#b?c%d e"])
 def test_uri_from_escaped_absolute_path(tmp_path, sample_db, folder):
     d = tmp_path / folder
     d.mkdir()

@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from learnat_cli.db import (QueryError, QueryTimeout, WriteRefused, execute, load_schema, render_schema,
-                            resolve_db, schema_from_tables_json)
+from learnat_cli.db import (
+    QueryError,
+    QueryTimeout,
+    WriteRefused,
+    execute,
+    load_schema,
+    render_schema,
+    resolve_db,
+    schema_from_tables_json,
+)
 from learnat_cli.errors import LearnatError
 
 
@@ -84,7 +92,8 @@ def test_sql_error_is_clear(sample_db):
 def test_schema_from_tables_json(tmp_path):
     tables = [{"db_id": "x", "table_names_original": ["a", "b"], "table_names": ["a", "b"],
                "column_names_original": [[-1, "*"], [0, "id"], [1, "a_id"]],
-               "column_names": [[-1, "*"], [0, "id"], [1, "a id"]], "column_types": ["text", "number", "number"],
+               "column_names": [[-1, "*"], [0, "id"], [1, "a id"]],
+               "column_types": ["text", "number", "number"],
                "primary_keys": [1], "foreign_keys": [[2, 1]]}]
     p = tmp_path / "tables.json"
     p.write_text(json.dumps(tables))

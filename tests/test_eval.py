@@ -1,5 +1,6 @@
 """eval: official comparison semantics (Spider test-suite quirks included), Spider hardness item for item,
-parallel workers, gold errors, the official prediction format, metric choice, database paths, the CLI report."""
+parallel workers, gold errors, the official prediction format, metric choice, database paths, the CLI
+report."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
 from learnat_cli.metrics import EvalConfig, EvalItem, evaluate, exec_match, rows_match, spider_hardness
+from learnat_commands.main import app
 
 runner = CliRunner()
 
@@ -32,7 +33,8 @@ def test_spider_multiset_order_and_permutation():
     ("SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
      "GROUP BY T1.stadium_id", "medium"),
     ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)", "hard"),
-    ("SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id WHERE T1.year = 2014 "
+    ("SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
+     "WHERE T1.year = 2014 "
      "INTERSECT SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
      "WHERE T1.year = 2015", "extra"),
 ])
@@ -65,7 +67,8 @@ def test_evaluate_parallel_matches_sequential_and_reports_errors(sample_db):
 
 
 def test_exec_match(sample_db):
-    assert exec_match(sample_db, "SELECT count(*) FROM books", "SELECT COUNT(book_id) FROM books") == (True, None)
+    assert exec_match(sample_db, "SELECT count(*) FROM books",
+                      "SELECT COUNT(book_id) FROM books") == (True, None)
     ok, err = exec_match(sample_db, "DROP TABLE books", "SELECT 1")
     assert not ok and "read-only" in err
 
@@ -98,7 +101,8 @@ def test_eval_cli_unknown_id_is_one_line_error(sample_db, tmp_path, samples_dir)
 
 
 def test_hung_worker_is_killed_and_counted_wrong(sample_db, monkeypatch):
-    """Hard-kill fallback: a worker stuck where the progress handler cannot fire is killed; the run goes on."""
+    """Hard-kill fallback: a worker stuck where the progress handler cannot fire is killed; the run goes
+    on."""
     import multiprocessing as mp
     import time as _time
 
@@ -126,7 +130,7 @@ def test_hung_worker_is_killed_and_counted_wrong(sample_db, monkeypatch):
     assert rep["by_difficulty"]["all"]["correct"] == 5
 
 
-# ------------------------------------------------------------------ Spider = the official test-suite (issue 10)
+# ------------------------------------------------------------- Spider = the official test-suite (issue 10)
 
 import sqlite3  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -157,7 +161,7 @@ def test_spider_removes_every_distinct_unless_kept(tmp_path):
     assert exec_match(db, "SELECT count(*) FROM p", "SELECT count(DISTINCT state) FROM p", "spider")[0]
     assert not exec_match(db, "SELECT count(*) FROM p", "SELECT count(DISTINCT state) FROM p", "spider",
                           keep_distinct=True)[0]
-    assert not exec_match(db, "SELECT state FROM p", "SELECT DISTINCT state FROM p", "bird")[0] is False
+    assert exec_match(db, "SELECT state FROM p", "SELECT DISTINCT state FROM p", "bird")[0] is not False
 
 
 def test_strip_distinct_tokens_like_sqlparse():
@@ -220,7 +224,7 @@ def test_spider_must_match_on_every_sqlite_file_of_the_folder(tmp_path):
     assert exec_match(db, pred, gold, "spider") == (False, None)  # the variant tells them apart
 
 
-# --------------------------------------------------------------------- inputs, metric, databases (issue 12, 13)
+# ----------------------------------------------------------------- inputs, metric, databases (issue 12, 13)
 
 
 def _spider_layout(tmp_path):
@@ -249,16 +253,18 @@ def test_official_pred_txt_and_metric_from_origin(tmp_path):
     # gold.sql (SQL<TAB>db_id per line), the official gold format
     gsql = tmp_path / "gold.sql"
     gsql.write_text("SELECT DISTINCT state FROM p\td\nSELECT id FROM p ORDER BY id DESC\td\n")
-    res = runner.invoke(app, ["eval", str(pred), "--gold", str(gsql), "--db-root", str(root), "--metric", "spider"])
+    res = runner.invoke(app, ["eval", str(pred), "--gold", str(gsql), "--db-root", str(root),
+                              "--metric", "spider"])
     assert res.exit_code == 0 and [json.loads(x)["correct"] for x in res.stdout.splitlines()] == [True, False]
 
 
 def test_metric_default_follows_origin(tmp_path):
     db = _db(tmp_path / "x.sqlite")
     rows = tmp_path / "p.jsonl"
-    row = {"pred": "SELECT id FROM p ORDER BY id", "gold": "SELECT id FROM p ORDER BY id DESC", "db_path": str(db)}
-    for extra, metric, correct in (({"source": "spider"}, "spider", False), ({"question_id": 3}, "bird", True),
-                                   ({}, "bird", True)):
+    row = {"pred": "SELECT id FROM p ORDER BY id", "gold": "SELECT id FROM p ORDER BY id DESC",
+           "db_path": str(db)}
+    cases = (({"source": "spider"}, "spider", False), ({"question_id": 3}, "bird", True), ({}, "bird", True))
+    for extra, metric, correct in cases:
         rows.write_text(json.dumps({"id": "a", **row, **extra}) + "\n")
         report = tmp_path / "r.json"
         res = runner.invoke(app, ["eval", str(rows), "--report", str(report)])
@@ -284,7 +290,8 @@ def test_db_path_from_ask_rows_and_db_root_override(tmp_path):
 
 def test_missing_database_names_bird_layout(tmp_path):
     rows = tmp_path / "p.jsonl"
-    rows.write_text(json.dumps({"id": "a", "db_id": "card_games", "pred": "SELECT 1", "gold": "SELECT 1"}) + "\n")
+    row = {"id": "a", "db_id": "card_games", "pred": "SELECT 1", "gold": "SELECT 1"}
+    rows.write_text(json.dumps(row) + "\n")
     res = runner.invoke(app, ["eval", str(rows), "--db-root", str(tmp_path)])
     assert res.exit_code == 2
     assert f"{rows}:1: field 'db_id': database not found" in res.stderr
@@ -319,7 +326,8 @@ def test_gold_errors_blame_the_gold_file(tmp_path):
     res = runner.invoke(app, ["eval", str(preds), "--gold", str(gold), "--db-root", str(root)])
     assert res.exit_code == 2 and f"{gold}:2: field 'db_id'" in res.stderr  # a Spider row without db_id
     gold.write_text(json.dumps([{"db_id": "d", "question": "q", "gold": 42}]))
-    res = runner.invoke(app, ["eval", str(preds), "--gold", str(gold), "--db-root", str(root), "--match-by", "order"])
+    res = runner.invoke(app, ["eval", str(preds), "--gold", str(gold), "--db-root", str(root),
+                              "--match-by", "order"])
     assert res.exit_code == 2 and f"{gold}:1: field 'gold'" in res.stderr
     preds.write_text(json.dumps({"id": "x", "pred": "SELECT 1", "gold": 42, "db_id": "d"}) + "\n")
     res = runner.invoke(app, ["eval", str(preds), "--db-root", str(root)])
@@ -330,13 +338,15 @@ def test_report_to_a_folder_is_one_line_error(tmp_path, sample_db):
     rows = tmp_path / "p.jsonl"
     rows.write_text(json.dumps({"id": "a", "pred": "SELECT 1", "gold": "SELECT 1"}) + "\n")
     res = runner.invoke(app, ["eval", str(rows), "--db", str(sample_db), "--report", str(tmp_path)])
-    assert res.exit_code == 2 and res.stderr.strip() == f"error: {tmp_path}: is a directory, expected a file to write"
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: {tmp_path}: is a directory, expected a file to write"
     assert res.stdout == ""  # refused before judging anything
 
 
 def test_stage_api_returns_records_and_report(sample_db):
     from learnat_cli.records import EvalReport, EvalResult
-    from learnat_cli.stages.eval import EvalSettings, evaluate as stage
+    from learnat_cli.stages.eval import EvalSettings
+    from learnat_cli.stages.eval import evaluate as stage
 
     rows = [{"id": "a", "pred": "SELECT count(*) FROM books", "gold": "SELECT COUNT(*) FROM books"},
             {"id": "b", "pred": "SELECT nope", "gold": "SELECT 1"}]

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from learnat_commands.main import app
-from learnat_cli.stages.build_pairs import PairsConfig, pairs_from_tree, sft_from_tree
 from learnat_cli.records import Step, TreeNode, TreeRecord
+from learnat_cli.stages.build_pairs import PairsConfig, pairs_from_tree, sft_from_tree
+from learnat_commands.main import app
 
 runner = CliRunner()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from learnat_cli.prompts import (Demo, format_answer, parse_answer, student_messages, template)
+from learnat_cli.prompts import Demo, format_answer, parse_answer, student_messages, template
 
 
 def test_answer_round_trip():

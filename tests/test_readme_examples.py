@@ -9,6 +9,9 @@ but must print its answer record. Skipped, with the reason:
 
 - the BIRD ``decompose`` (its data lives in ``../shared`` and its teacher, glm-4-plus, is a network API);
 - ``mdpo --gpus 4 --deepspeed zero2`` (four GPUs): it must still fail with a one-line error, which is checked.
+
+``pred.txt`` (the official prediction format), if an example reads it, is written from the batch ``ask``
+predictions (``prepare``).
 """
 
 from __future__ import annotations
@@ -63,7 +66,23 @@ def readme_commands(readme: Path = REPO / "README.md") -> list[str]:
     block = re.search(r"```bash\n(.*?)```", m.group(1), re.S)
     assert block, "the examples section has no ```bash block"
     joined = re.sub(r"\\\n\s*", "", block.group(1))
-    return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [re.sub(r"\s+#\s.*$", "", ln).strip() for ln in joined.splitlines()]  # trailing comments too
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def prepare(run: str, folder: Path) -> None:
+    """Inputs a README command reads that no earlier README command writes: ``pred.txt`` (the official
+    one-SQL-per-line format) from the batch ``ask`` predictions, one line per sample question (``SELECT 1``
+    where there is no prediction)."""
+    if "pred.txt" in run and not (folder / "pred.txt").exists():
+        preds = {}
+        if (folder / "preds.jsonl").exists():
+            for ln in (folder / "preds.jsonl").read_text().splitlines():
+                rec = json.loads(ln)
+                preds[rec["id"]] = rec.get("pred")
+        qs = [json.loads(ln) for ln in (REPO / "samples" / "questions.jsonl").read_text().splitlines() if ln]
+        lines = [" ".join((preds.get(q["id"]) or "SELECT 1").split()) for q in qs]
+        (folder / "pred.txt").write_text("".join(f"{s}\n" for s in lines))
 
 
 def plan(tiny: Path) -> list[tuple[str, str, str]]:
@@ -107,6 +126,7 @@ def test_readme_examples_run_in_order(tiny_model_dir, tmp_path):
         if kind == "skip":
             skipped.append((cmd, run))
             continue
+        prepare(run, tmp_path)
         proc = subprocess.run(["bash", "-c", "set -o pipefail\n" + prelude + run], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         where = f"README command: {cmd}\nran: {run}\nstderr:\n{proc.stderr[-3000:]}"

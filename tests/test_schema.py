@@ -9,8 +9,13 @@ import sqlite3
 import pytest
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.schema import (canonical_type, load_schema, render_schema, schema_from_tables_json,
-                                table_names_in)
+from learnat_cli.schema import (
+    canonical_type,
+    load_schema,
+    render_schema,
+    schema_from_tables_json,
+    table_names_in,
+)
 
 DDL = """
 CREATE TABLE singer (singer_id int PRIMARY KEY, name varchar(20), born date, net_worth real, is_male bool);

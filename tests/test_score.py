@@ -19,7 +19,8 @@ def test_score_rows_with_db(sample_db, tmp_path):
         {"id": "c", "p": "SELECT COUNT(book_id) FROM books", "g": "SELECT COUNT(*) FROM books"},
     ]) + "\n")
     out = tmp_path / "scored.jsonl"
-    res = runner.invoke(app, ["score", str(rows), "--pred-field", "p", "--gold-field", "g", "--db", str(sample_db),
+    res = runner.invoke(app, ["score", str(rows), "--pred-field", "p", "--gold-field", "g",
+                              "--db", str(sample_db),
                               "-o", str(out)])
     assert res.exit_code == 0, res.output
     a, b, c = [json.loads(line) for line in out.read_text().splitlines()]
@@ -45,7 +46,8 @@ def test_score_stage_api_streams_in_order_and_reports(sample_db):
     out, rep = score(rows, ScoreConfig(db=str(sample_db)))
     assert rep.rows == 0  # lazy: nothing is scored before the rows are read
     got = list(out)
-    assert [r["id"] for r in got] == ["0", "1", "2"] and [r["exec_match"] for r in got] == [False, True, False]
+    assert [r["id"] for r in got] == ["0", "1", "2"]
+    assert [r["exec_match"] for r in got] == [False, True, False]
     assert rep.rows == 3 and rep.exec_correct == 1 and rep.metric == "bird"
     assert got[1]["exec_metric"] == "bird"
 
@@ -64,7 +66,8 @@ def test_score_bad_gold_and_output_folder(tmp_path):
 
 def test_score_spider_metric_uses_official_rules(sample_db, tmp_path):
     rows = tmp_path / "rows.jsonl"
-    rows.write_text(json.dumps({"pred": "SELECT genre_id FROM books", "gold": "SELECT DISTINCT genre_id FROM books",
+    rows.write_text(json.dumps({"pred": "SELECT genre_id FROM books",
+                                "gold": "SELECT DISTINCT genre_id FROM books",
                                 "query_toks": []}) + "\n")  # a Spider row: spider by default
     res = runner.invoke(app, ["score", str(rows), "--db", str(sample_db)])
     row = json.loads(res.stdout)

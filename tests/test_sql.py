@@ -229,3 +229,15 @@ def test_a_self_join_keeps_its_occurrences_apart():
                          "ON T1.eye_colour_id = T2.id WHERE T2.colour = 'Blue'")
     tables, cols = tables_and_columns(j)
     assert tables == {"superhero", "colour"} and ("colour", "id") in cols
+
+
+def test_function_literals_stay_in_their_argument_slot():
+    """BIRD dev 1471/1490: IIF(c, 1, 0) -> IIF(c, 1, 1) recombined the gold's literals across arguments."""
+    gold = GoldAst("SELECT CAST(SUM(IIF(currency = 'EUR', 1, 0)) AS REAL) / SUM(IIF(currency = 'CZK', 1, 0)) "
+                   "FROM customers")
+    assert not gold.contains("SELECT CAST(SUM(IIF(currency = 'EUR', 1, 0)) AS REAL) / "
+                             "SUM(IIF(currency = 'CZK', 1, 1)) FROM customers")
+    g2 = GoldAst("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x")
+    assert not g2.contains("SELECT SUBSTR(t, 3, 1) || SUBSTR(t, 3, 2) FROM x")
+    assert g2.contains("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x LIMIT 5") is False  # LIMIT: not in gold
+    assert GoldAst("SELECT a FROM t LIMIT 3").contains("SELECT a FROM t LIMIT 3")

@@ -38,23 +38,30 @@ import difflib
 import math
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any
 
 from learnat_cli.db import QueryError, execute, resolve_db
 from learnat_cli.errors import LearnatError
 from learnat_cli.prompts import (  # noqa: F401  (complexity, decide_decompose: re-exported)
-    MODES, complexity, decide_decompose, parse_answer, retrieve_demos, student_prompt)
+    MODES,
+    complexity,
+    decide_decompose,
+    parse_answer,
+    retrieve_demos,
+    student_prompt,
+)
 from learnat_cli.records import Example, Prediction, Step
 from learnat_cli.schema import DEFAULT_SCHEMA_TOKENS, Schema, load_schema, render_schema
 from learnat_cli.sql import SqlParseError, tables_and_columns
 
 DEFAULT_MAX_NEW_TOKENS = 560
-Status = Optional[Callable[[str], None]]  # a phase: "retrieving", "generating", "executing"
+Status = Callable[[str], None] | None  # a phase: "retrieving", "generating", "executing"
 
 
-def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[Optional[str], str]]]:
+def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[str | None, str]]]:
     """(unknown tables, unknown (table or None, column) pairs) of ``sql``, lower-cased; raises SqlParseError.
     Columns of an unknown table are not reported: the table is."""
     tables, cols = tables_and_columns(sql)
@@ -68,7 +75,7 @@ def _unknown_names(sql: str, schema: Schema) -> tuple[list[str], list[tuple[Opti
     return unknown_t, bad
 
 
-def validate_sql(sql: Optional[str], schema: Schema) -> Optional[str]:
+def validate_sql(sql: str | None, schema: Schema) -> str | None:
     """An error message when ``sql`` does not parse or names unknown tables/columns; None when it is fine."""
     if not sql or not sql.strip():
         return "no SQL in the answer"
@@ -83,7 +90,7 @@ def validate_sql(sql: Optional[str], schema: Schema) -> Optional[str]:
     return None
 
 
-def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str:
+def repair_hint(sql: str | None, schema: Schema, max_chars: int = 900) -> str:
     """Schema-linking feedback for a retry: where the unknown tables/columns of ``sql`` actually are.
 
     Small students mostly fail by putting a real column on the wrong table (``poker_player.Name`` when
@@ -109,19 +116,21 @@ def repair_hint(sql: Optional[str], schema: Schema, max_chars: int = 900) -> str
         return f"; closest: {', '.join(f'{has_col[x][0]}.{real_col[x]}' for x in close)}" if close else ""
 
     lines: list[str] = []
-    for t in unknown_t:
-        close = difflib.get_close_matches(t, list(by_low), n=3, cutoff=0.5)
-        names = ", ".join(by_low[c].name for c in close) if close else ""
-        lines.append(f"- there is no table {t}" + (f"; did you mean {names}?" if close else
-                                                   f"; tables: {', '.join(x.name for x in schema.tables)}"))
-    for t, c in bad:
-        if t is None:
-            lines.append(f"- no table has a column {c}" + closest(c, 3))
+    for tname in unknown_t:
+        close = difflib.get_close_matches(tname, list(by_low), n=3, cutoff=0.5)
+        names = ", ".join(by_low[x].name for x in close) if close else ""
+        every = ", ".join(x.name for x in schema.tables)
+        lines.append(f"- there is no table {tname}" + (f"; did you mean {names}?" if close else
+                                                       f"; tables: {every}"))
+    for tab, cname in bad:
+        if tab is None:
+            lines.append(f"- no table has a column {cname}" + closest(cname, 3))
             continue
-        real = by_low[t]
-        line = f"- {real.name} has no column {real_col.get(c, c)}"
-        where = has_col.get(c)
-        line += f"; {real_col[c]} is a column of {', '.join(where)} (join it)" if where else closest(c, 2)
+        real = by_low[tab]
+        line = f"- {real.name} has no column {real_col.get(cname, cname)}"
+        where = has_col.get(cname)
+        line += (f"; {real_col[cname]} is a column of {', '.join(where)} (join it)" if where
+                 else closest(cname, 2))
         lines.append(line + f"; {real.name} has: {', '.join(col.name for col in real.columns)}")
     text = "\n".join(lines)
     return text if len(text) <= max_chars else text[: max_chars - 3].rsplit("\n", 1)[0] + "\n..."
@@ -158,10 +167,10 @@ def json_value(v: Any) -> Any:
 
 @dataclass
 class Answer:
-    pred: Optional[str]
+    pred: str | None
     steps: list[tuple[str, str]]
     decomposed: bool
-    error: Optional[str]
+    error: str | None
     columns: list[str] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
     truncated: bool = False
@@ -184,7 +193,7 @@ class Answer:
 Generate = Callable[[list[dict], int, float], str]
 
 
-def prompt_for(question: str, schema: Schema, cfg: AskConfig, *, evidence: Optional[str] = None, index=None,
+def prompt_for(question: str, schema: Schema, cfg: AskConfig, *, evidence: str | None = None, index=None,
                exclude_ids: Iterable[str] = ()) -> tuple[list[dict], bool, list[str]]:
     """``(messages, decomposed, demo ids)``: the first prompt ``ask`` sends for a question."""
     schema_text = render_schema(schema, cfg.schema_tokens, question, fmt=cfg.schema_format,
@@ -246,7 +255,7 @@ class _Job:
         if err is None:
             self.status("executing")
             try:
-                res = execute(self.db_path, ans.pred, timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
+                res = execute(self.db_path, ans.pred or "", timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
                 ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
                 self.done = True
                 return
@@ -268,7 +277,7 @@ class _Job:
         return self.ans
 
 
-def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, evidence: Optional[str] = None,
+def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, evidence: str | None = None,
            index=None, exclude_ids: Iterable[str] = (), status: Status = None) -> Answer:
     """Answer one question. ``generate(messages, max_new_tokens, temperature) -> text``; ``status(phase)`` is
     told each phase. A RecursionError or MemoryError becomes the answer's error."""
@@ -292,7 +301,7 @@ class AskReport:
                 + (f"; {self.skipped} already done" if self.skipped else ""))
 
 
-def select(examples: Iterable[Example], *, limit: Optional[int] = None, sample: Optional[int] = None,
+def select(examples: Iterable[Example], *, limit: int | None = None, sample: int | None = None,
            seed: int = 0) -> list[Example]:
     """``sample`` questions drawn with ``seed`` (kept in input order), then the first ``limit``. Both count
     the total, so a resumed run answers the same questions."""
@@ -321,8 +330,8 @@ def check_config(cfg: AskConfig) -> None:
         raise LearnatError("must not be negative", field="retries" if cfg.retries < 0 else "k")
 
 
-def load(model: Optional[str] = None, adapter: Optional[str] = None, backend: str = "transformers",
-         device: str = "auto", index: Optional[str] = None, progress=None):
+def load(model: str | None = None, adapter: str | None = None, backend: str = "transformers",
+         device: str = "auto", index: str | None = None, progress=None):
     """``(ChatModel, DemoIndex or None)`` for :func:`ask`: the student and the demonstration index, both on
     ``device``."""
     from learnat_cli.models import ChatModel, resolve_device
@@ -344,7 +353,7 @@ def as_generate(lm) -> Generate:
     return lambda messages, n, t: lm.chat(messages, max_new_tokens=n, temperature=t, stop_at_final=True)[0]
 
 
-def ask_one(question: str, db_path, lm, cfg: AskConfig, *, evidence: Optional[str] = None, index=None,
+def ask_one(question: str, db_path, lm, cfg: AskConfig, *, evidence: str | None = None, index=None,
             status: Status = None) -> Prediction:
     """One question (``learnat ask "..."``): its Prediction record, id ``ask-0``."""
     ans = answer(question, db_path, as_generate(lm), cfg, evidence=evidence, index=index, status=status)
@@ -354,8 +363,8 @@ def ask_one(question: str, db_path, lm, cfg: AskConfig, *, evidence: Optional[st
     return ans.record(base, cfg.show_rows)
 
 
-def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, db: Optional[str] = None,
-        db_root: Optional[str] = None, evidence: Optional[str] = None, index=None, skip: Iterable[str] = (),
+def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, db: str | None = None,
+        db_root: str | None = None, evidence: str | None = None, index=None, skip: Iterable[str] = (),
         batch_size: int = 1) -> Iterator[Prediction]:
     """The ``learnat ask`` stage: a Prediction per example, in input order (its own id is never retrieved as
     its demonstration); ``skip``: ids already done. ``lm``: a ChatModel or a :data:`Generate`. ``batch_size >
@@ -381,7 +390,7 @@ def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, d
             gen_s = _run_batched([j for _, _, j in jobs], lm, cfg, batch_size)
         else:
             gen_s = [_run_single(j, as_generate(lm), cfg) for _, _, j in jobs]
-        for (ex, path, job), g in zip(jobs, gen_s):
+        for (ex, path, job), g in zip(jobs, gen_s, strict=True):
             ans = job.finish(g)
             report.answered += 1
             report.ok += ans.error is None
@@ -425,7 +434,7 @@ def _run_batched(jobs: list[_Job], lm, cfg: AskConfig, batch_size: int) -> list[
                     jobs[i]._fail("out of memory while generating (MemoryError)")
                 continue
             dt = (time.perf_counter() - t) / len(group)
-            for i, text in zip(group, texts):
+            for i, text in zip(group, texts, strict=True):
                 gen_s[i] += dt
                 jobs[i].feed(text)
 

@@ -37,13 +37,20 @@ used. Report: :class:`PairsReport`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, parse_record, read_jsonl
-from learnat_cli.prompts import (Demo, format_answer, format_step, retrieve_demos, student_messages,
-                                 student_prompt)
+from learnat_cli.prompts import (
+    Demo,
+    format_answer,
+    format_step,
+    retrieve_demos,
+    student_messages,
+    student_prompt,
+)
 from learnat_cli.records import PreferencePair, SftRow, TreeRecord
 
 
@@ -112,7 +119,8 @@ def pairs_from_tree(rec: TreeRecord, cfg: PairsConfig, index=None) -> Iterator[P
             prefix_nodes.append(p)
             p = by_id.get(p.parent)
         prefix_nodes.reverse()
-        prefix = "".join(format_step(i, n.step.question, n.step.sql) for i, n in enumerate(prefix_nodes, 1))
+        prefix = "".join(format_step(i, n.step.question, n.step.sql)
+                         for i, n in enumerate(prefix_nodes, 1) if n.step is not None)
         idx = len(prefix_nodes) + 1
         made = 0
         for rj in rejected:
@@ -159,18 +167,19 @@ def read_trees(path: str, sft: bool = False) -> Iterator[TreeRecord]:
 
 
 def build_pairs(records: Iterable[TreeRecord], cfg: PairsConfig, report: PairsReport, *, sft: bool = False,
-                index=None) -> Iterator[Union[PreferencePair, SftRow]]:
+                index=None) -> Iterator[PreferencePair | SftRow]:
     """The ``learnat build-pairs`` stage: preference pairs (or SFT rows) from tree records."""
     for rec in records:
         report.trees += 1
         for row in (sft_from_tree(rec, cfg, index) if sft else pairs_from_tree(rec, cfg, index)):
             report.rows += 1
             if sft:
-                report.decomposed += bool(row.decomposed)
-                report.direct += not row.decomposed
+                dec = bool(getattr(row, "decomposed", False))
+                report.decomposed += dec
+                report.direct += not dec
             yield row
 
 
 def build(path: str, cfg: PairsConfig, sft: bool = False, index=None,
-          report: Optional[PairsReport] = None) -> Iterator[Any]:
+          report: PairsReport | None = None) -> Iterator[Any]:
     yield from build_pairs(read_trees(path, sft), cfg, report or PairsReport(), sft=sft, index=index)

