@@ -106,9 +106,10 @@ def sink(output: str | None, append: bool = False) -> Iterator[JsonlSink]:
         s.close(ok=ok)
 
 
-# ---------------------------------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------------------------------- training
 # `sft` and `mdpo` share their options: one per field of learnat_cli.training.config.TrainConfig (or its
-# subclass), declared here once from the dataclass, plus --config FILE; only flags given explicitly override it.
+# subclass), declared here once from the dataclass, plus --config FILE; only flags given explicitly override
+# it.
 
 
 def config_command(cfg_cls: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -120,9 +121,10 @@ def config_command(cfg_cls: type) -> Callable[[Callable[..., None]], Callable[..
     from learnat_cli.training.config import cli_fields
 
     specs = cli_fields(cfg_cls)
+    config_opt = typer.Option("--config", help="YAML or JSON file of these options (flags override it).")
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
-              inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        str | None, typer.Option("--config", help="YAML or JSON file of these options (flags override it).")])]
+              inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=Annotated[str | None, config_opt])]
     for s in specs:
         hint, flags = s["type"], list(s["flags"])
         if s["name"] == "input":
@@ -157,7 +159,8 @@ def train_progress(stage: str) -> Iterator[Callable[[str, dict], None]]:
     on a terminal, one plain line per logged step otherwise."""
     from rich.progress import Progress
 
-    bar = Progress(SpinnerColumn(), TextColumn(f"[bold]learnat {stage}[/]"), BarColumn(), MofNCompleteColumn(),
+    bar = Progress(SpinnerColumn(), TextColumn(f"[bold]learnat {stage}[/]"), BarColumn(),
+                   MofNCompleteColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
                    disable=not console.is_terminal)
     task = bar.add_task(stage, total=None, stats="")
@@ -168,7 +171,8 @@ def train_progress(stage: str) -> Iterator[Callable[[str, dict], None]]:
         elif kind in ("start", "tick"):
             bar.update(task, total=info["total"], completed=info.get("step", 0))
         elif kind in ("step", "eval"):
-            stats = "  ".join(f"{k} {info[k]:.4g}" for k in ("loss", "lr", "eval_loss") if info.get(k) is not None)
+            stats = "  ".join(f"{k} {info[k]:.4g}" for k in ("loss", "lr", "eval_loss")
+                              if info.get(k) is not None)
             bar.update(task, completed=info.get("step", 0), stats=stats)
             if not console.is_terminal and stats:
                 console.print(f"learnat {stage}: step {info.get('step')}/{info.get('total')}  {stats}",

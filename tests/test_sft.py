@@ -358,7 +358,7 @@ def test_adapter_is_portable(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_cpu_speed_levers_lora_upper_layers_and_length_grouping(tiny_model_dir, tmp_path):
-    """--lora-layers N puts LoRA on the last N decoder layers only; --group-by-length batches similar lengths."""
+    """--lora-layers N: LoRA on the last N decoder layers only; --group-by-length batches similar lengths."""
     rows = [{"prompt": "Question: " + "how many " * (i + 1), "completion": f"SELECT {i}"} for i in range(8)]
     cfg = SftConfig(output_dir=str(tmp_path / "o"), model=str(tiny_model_dir), lora_layers=1, cpu=True,
                     group_by_length=True, batch_size=4, max_steps=1)

@@ -223,7 +223,8 @@ def lora_config(cfg: TrainConfig, model=None):
         extra = {"layers_to_transform": list(range(max(0, n_layers - cfg.lora_layers), n_layers)),
                  "layers_pattern": "layers", "target_modules": cfg.target_modules or linear}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      **{"target_modules": cfg.target_modules or "all-linear", **extra}, task_type="CAUSAL_LM")
+                      task_type="CAUSAL_LM",
+                      **{"target_modules": cfg.target_modules or "all-linear", **extra})
 
 
 def check_report_to(report_to: str) -> None:
