@@ -156,7 +156,7 @@ def bench_sft_tokens(model_spec, steps: int, workdir: Path) -> dict:
                     for i in range(len(trainer.train_dataset))]
     # Tokens actually processed per step, from TRL's own counter (logged every step).
     counts = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
-    per_step_tokens = [b - a for a, b in zip([0] + counts[:-1], counts)]
+    per_step_tokens = [b - a for a, b in zip([0] + counts[:-1], counts, strict=False)]
     timed = timer.times[1:]
     toks = per_step_tokens[1:len(timer.times)]
     trl_tps = sum(toks) / sum(timed)

@@ -149,7 +149,7 @@ def write_data(workdir: Path, n: int) -> tuple[Path, Path]:
                       "rejected": "Final SQL: SELECT name FROM singer", "margin": round(0.2 + 0.05 * (i % 8),
                                                                                         2)})
     paths = workdir / "sft.jsonl", workdir / "pairs.jsonl"
-    for path, rows in zip(paths, (sft, pairs)):
+    for path, rows in zip(paths, (sft, pairs), strict=False):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return paths
 

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 def plan(shared: Path) -> list[tuple[str, list[str]]]:
     spider = str(shared / "spider")
-    # the ask benchmark answers 4 x 100 questions: ~25 min through llama.cpp, ~2 h through transformers on 2 cores
+    # the ask benchmark answers 4 x 100 questions: ~25 min through llama.cpp, ~2 h through transformers on 2 cores  # noqa: E501
     backend = "llamacpp" if importlib.util.find_spec("llama_cpp") else "transformers"
     return [
         ("similarity", ["--spider", spider]),
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default="../shared", help="folder with spider/ and bird/ (see its README.md)")
     ap.add_argument("--quick", action="store_true", help="small runs of every benchmark")
-    ap.add_argument("--only", default="", help="comma-separated names to run (similarity,eval,decompose,train,ask)")
+    ap.add_argument("--only", default="", help="comma-separated names to run (similarity,eval,decompose,train,ask)")  # noqa: E501
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -130,10 +130,10 @@ def config_command(cfg_cls: type) -> Callable[[Callable[..., None]], Callable[..
         if s["name"] == "input":
             info = typer.Argument(help=s["help"], show_default=True)
         else:
-            if hint in (bool, Optional[bool]):
+            if hint in (bool, Optional[bool]):  # noqa: UP045 (a run-time value)
                 flags = [f"{flags[-1]}/--no-{flags[-1][2:]}"]
             info = typer.Option(*flags, help=s["help"])
-        hint = Optional[str] if "list" in str(hint) else hint
+        hint = Optional[str] if "list" in str(hint) else hint  # noqa: UP045 (a run-time value)
         params.append(inspect.Parameter(s["name"], inspect.Parameter.KEYWORD_ONLY, default=s["default"],
                                         annotation=Annotated[hint, info]))
 

@@ -12,7 +12,7 @@ from .common import console, progress, run, sink
 from .tree_view import render_tree
 
 Opt = typer.Option
-Str = Optional[str]
+Str = Optional[str]  # noqa: UP045 (a run-time value)
 
 
 def decompose_cmd(
@@ -37,7 +37,7 @@ def decompose_cmd(
     trees: Annotated[Str, Opt(help="Write the full search trees here; -o then holds trajectories.")] = None,
     slim: Annotated[bool, Opt(help="Leave the tree nodes out of the main output.")] = False,
     show_tree: Annotated[bool, Opt(help="Render each search tree on stderr (with a legend).")] = False,
-    limit: Annotated[Optional[int], Opt(help="At most this many examples in all (a rerun included).")] = None,
+    limit: Annotated[int | None, Opt(help="At most this many examples in all (a rerun included).")] = None,
     shard: Annotated[str, Opt(help="I/N: this machine's share of the examples.")] = "0/1",
     cache: Annotated[bool, Opt("--cache/--no-cache", help="Cache teacher calls on disk.")] = True,
     cache_dir: Annotated[Str, Opt(help="Teacher cache folder.")] = None,

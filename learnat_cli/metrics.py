@@ -504,6 +504,18 @@ def _judge_batch(batch: list[tuple]) -> list[tuple[int, dict]]:
 
 
 @dataclass
+class ExecOptions:
+    """What the eval and score stages share: where the databases are and how results are judged."""
+
+    db: str | None = None
+    db_root: str | None = None
+    metric: str | None = None  # None: from the input's origin (see choose_metric), else bird
+    timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
+    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
+    keep_distinct: bool = False  # spider: keep DISTINCT (the official --keep_distinct)
+
+
+@dataclass
 class EvalConfig:
     metric: str = "bird"
     workers: int = 0  # 0 = os.cpu_count()

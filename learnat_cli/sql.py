@@ -49,9 +49,9 @@ Everything works on a *label tree* derived from sqlglot's AST after normalisatio
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping, Optional
 
 import sqlglot
 from sqlglot import exp
@@ -112,7 +112,7 @@ def parse(sql: str, dialect: str = "sqlite") -> exp.Expression:
     return _parse_cached(sql, dialect)
 
 
-def try_parse(sql: str, dialect: str = "sqlite") -> Optional[exp.Expression]:
+def try_parse(sql: str, dialect: str = "sqlite") -> exp.Expression | None:
     try:
         return parse(sql, dialect)
     except SqlParseError:
@@ -221,11 +221,11 @@ def _normalize_cached(sql: str, dialect: str) -> exp.Expression:
 @dataclass
 class LNode:
     label: str
-    children: list["LNode"] = field(default_factory=list)
+    children: list[LNode] = field(default_factory=list)
     in_projection: bool = False  # a plain column/star item of its SELECT's projection list
 
 
-def _label(node: exp.Expression) -> Optional[str]:
+def _label(node: exp.Expression) -> str | None:
     if isinstance(node, exp.Column):
         if isinstance(node.this, exp.Star):
             return "*"
@@ -446,7 +446,7 @@ def _scopes(root: LNode) -> tuple:
     nested SELECT belongs to the outer scope) and the part above every SELECT (set operations). Projected
     columns under the relaxation are left out, as in :func:`_features`."""
     scopes: list[tuple[set, set]] = [(set(), set())]
-    stack: list[tuple[LNode, Optional[str], int]] = [(root, None, 0)]
+    stack: list[tuple[LNode, str | None, int]] = [(root, None, 0)]
     while stack:
         n, plab, sc = stack.pop()
         own = sc
@@ -508,7 +508,7 @@ class GoldAst:
     ``columns`` (table -> column names, any case) is the schema when known: a column a step projects beyond
     the gold's own must then exist in one of the gold's tables."""
 
-    def __init__(self, gold: str, dialect: str = "sqlite", columns: Optional[Columns] = None):
+    def __init__(self, gold: str, dialect: str = "sqlite", columns: Columns | None = None):
         self.gold = gold
         self.dialect = dialect
         self.root = label_tree(gold, dialect)  # raises SqlParseError for a bad gold
@@ -520,7 +520,7 @@ class GoldAst:
         self._proj = frozenset(n.label for n, _, _ in self._walk if n.in_projection)
         self._pqgrams = _pq_positions(self.root)
         self._scopes = _scopes(self.root)
-        self.columns: Optional[dict[str, frozenset]] = None
+        self.columns: dict[str, frozenset] | None = None
         if columns is not None:
             self.columns = {t.lower(): frozenset(c.lower() for c in cs) for t, cs in columns.items()}
 
@@ -601,7 +601,7 @@ class GoldAst:
 # Schema-facing helpers
 
 
-def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set[tuple[Optional[str], str]]]:
+def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set[tuple[str | None, str]]]:
     """Tables the query reads and its columns as ``(table or None, column)`` after alias resolution. CTE names
     and derived-table aliases are excluded from the tables."""
     tree = normalize(sql, dialect)
@@ -609,7 +609,7 @@ def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set
     tables = {t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes}
     aliases = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
     aliases |= {s.alias.lower() for s in tree.find_all(exp.Subquery) if s.alias}
-    cols: set[tuple[Optional[str], str]] = set()
+    cols: set[tuple[str | None, str]] = set()
     for c in tree.find_all(exp.Column):
         if isinstance(c.this, exp.Star):
             continue

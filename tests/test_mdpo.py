@@ -88,11 +88,11 @@ def test_mdpo_losses_formula():
     got = mdpo_losses(h_w, h_l, m, beta=0.5, gamma=2.0)
     want = [-math.log(1 / (1 + math.exp(-(0.5 * (a - b) - 2.0 * c)))) for a, b, c in zip(h_w.tolist(),
                                                                                          h_l.tolist(),
-                                                                                         m.tolist())]
+                                                                                         m.tolist(), strict=False)]  # noqa: E501
     assert torch.allclose(got, torch.tensor(want), atol=1e-6)
     odpo = mdpo_losses(h_w, h_l, m.clamp(min=0.1), beta=0.5, margin_form="odpo", odpo_alpha=1.0)
     want = [-math.log(1 / (1 + math.exp(-(0.5 * (a - b) - math.log(c))))) for a, b, c in
-            zip(h_w.tolist(), h_l.tolist(), m.clamp(min=0.1).tolist())]
+            zip(h_w.tolist(), h_l.tolist(), m.clamp(min=0.1).tolist(), strict=False)]
     assert torch.allclose(odpo, torch.tensor(want), atol=1e-6)
     with pytest.raises(LearnatError):
         mdpo_losses(h_w, h_l, m, beta=0.5, margin_form="odpo")

@@ -108,7 +108,7 @@ def test_loss_only_on_assistant_turns(tiny_model_dir, tmp_path, markers):
     batch = next(iter(trainer.get_train_dataloader()))
     tok = trainer.processing_class
     trained = set()
-    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=False):
         kept = ids[labels != -100].tolist()
         assert kept, "no trained tokens"
         trained.add(tok.decode(kept))
@@ -227,7 +227,7 @@ def test_real_student_template_masks_prompt(tmp_path):
     batch = next(iter(trainer.get_train_dataloader()))
     tok = trainer.processing_class
     got = {tok.decode(ids[labels != -100].tolist()).strip() for ids, labels in zip(batch["input_ids"],
-                                                                                   batch["labels"])}
+                                                                                   batch["labels"], strict=False)}  # noqa: E501
     assert got == {(r["messages"][2]["content"] + "<|im_end|>").strip() for r in ROWS} or \
         got == {r["messages"][2]["content"].strip() + "<|im_end|>" for r in ROWS}
 

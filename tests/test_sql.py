@@ -239,5 +239,5 @@ def test_function_literals_stay_in_their_argument_slot():
                              "SUM(IIF(currency = 'CZK', 1, 1)) FROM customers")
     g2 = GoldAst("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x")
     assert not g2.contains("SELECT SUBSTR(t, 3, 1) || SUBSTR(t, 3, 2) FROM x")
-    assert g2.contains("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x LIMIT 5") is False  # LIMIT: not in gold
+    assert g2.contains("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x LIMIT 5") is False  # LIMIT: not in gold  # noqa: E501
     assert GoldAst("SELECT a FROM t LIMIT 3").contains("SELECT a FROM t LIMIT 3")

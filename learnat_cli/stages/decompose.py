@@ -22,9 +22,10 @@ Determinism: the same input, config and teacher seed give the same records in an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Optional
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.records import Example, Step, TreeNode, TreeRecord
@@ -36,16 +37,16 @@ from learnat_cli.synthesis.protocol import State, Teacher, TeacherFatal, example
 @dataclass
 class DecomposeConfig:
     mcts: MctsConfig = field(default_factory=MctsConfig)
-    db: Optional[str] = None
-    db_root: Optional[str] = None
-    tables: Optional[str] = None  # Spider/BIRD tables.json for DB-less schemas
+    db: str | None = None
+    db_root: str | None = None
+    tables: str | None = None  # Spider/BIRD tables.json for DB-less schemas
     schema_tokens: int = 1500
     dialect: str = "sqlite"
-    limit: Optional[int] = None  # examples in total (finished ones from an earlier run included)
+    limit: int | None = None  # examples in total (finished ones from an earlier run included)
     shard: tuple[int, int] = (0, 1)
     workers: int = 4  # examples searched concurrently
     exec_terminal: bool = True  # with a database, a step whose result equals the gold's is terminal
-    teacher: Union[str, Teacher] = "ast"  # a spec for make_teacher, or a Teacher
+    teacher: str | Teacher = "ast"  # a spec for make_teacher, or a Teacher
     teacher_options: dict[str, Any] = field(default_factory=dict)  # make_teacher keyword arguments
 
     def check(self) -> None:
@@ -89,7 +90,7 @@ class DecomposeReport:
                 f"{self.teacher_calls / n:.2f} teacher calls each")
 
 
-Columns = Optional[dict[str, list[str]]]
+Columns = Optional[dict[str, list[str]]]  # noqa: UP045 (a run-time value)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -101,7 +102,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def schema_for(ex: Example, cfg: DecomposeConfig) -> tuple[str, Optional[str], Columns]:
+def schema_for(ex: Example, cfg: DecomposeConfig) -> tuple[str, str | None, Columns]:
     """(schema text, database path or None, table -> column names or None)."""
     from learnat_cli.db import resolve_db
     from learnat_cli.schema import load_schema, render_schema, schema_from_tables_json
@@ -150,7 +151,7 @@ def select_examples(path: str, cfg: DecomposeConfig, skip: set[str]) -> Iterator
             yield ex
 
 
-def resume(output: Optional[str], trees: Optional[str] = None) -> set[str]:
+def resume(output: str | None, trees: str | None = None) -> set[str]:
     """Ids finished in an earlier run of ``-o output`` (and ``--trees trees``). The stage writes each
     example's tree record before its trajectory, so a crash between the two leaves a tree without a
     trajectory: such rows (and any other id found in only one of the two files) are removed here, so the pair
@@ -314,7 +315,7 @@ def make_stage_teacher(cfg: DecomposeConfig) -> Teacher:
     return make_teacher(cfg.teacher, dialect=cfg.dialect, **cfg.teacher_options)
 
 
-def run(examples: Iterable[Example], cfg: Optional[DecomposeConfig] = None
+def run(examples: Iterable[Example], cfg: DecomposeConfig | None = None
         ) -> tuple[Iterator[TreeRecord], DecomposeReport]:
     """The stage: records in (examples with gold SQL), records out (in input order), plus a report filled as
     the records are consumed. Invalid options raise :class:`LearnatError` here, before anything runs."""

@@ -21,12 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from learnat_cli import db as dbmod
 from learnat_cli.datasets import GOLD_KEYS, to_example
 from learnat_cli.db import resolve_row_db
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, read_jsonl
-from learnat_cli.metrics import EvalConfig, EvalItem, check_metric, choose_metric, spider_hardness
+from learnat_cli.metrics import (
+    EvalConfig,
+    EvalItem,
+    ExecOptions,
+    check_metric,
+    choose_metric,
+    spider_hardness,
+)
 from learnat_cli.metrics import evaluate as judge_all
 from learnat_cli.records import DifficultyScore, EvalReport, EvalResult
 
@@ -35,16 +41,10 @@ Rows = str | Iterable[dict[str, Any]]
 
 
 @dataclass
-class EvalSettings:
-    metric: str | None = None  # None: from the input's origin (module docstring)
-    db: str | None = None
-    db_root: str | None = None
+class EvalSettings(ExecOptions):
     match_by: str = "id"
     pred_field: str = "pred"
     workers: int = 0
-    timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
-    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
-    keep_distinct: bool = False
 
     def check(self) -> None:
         if self.metric is not None:

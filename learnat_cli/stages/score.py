@@ -21,23 +21,17 @@ from learnat_cli import db as dbmod
 from learnat_cli.db import resolve_row_db
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, read_jsonl
-from learnat_cli.metrics import check_metric, choose_metric, exec_match
+from learnat_cli.metrics import ExecOptions, check_metric, choose_metric, exec_match
 from learnat_cli.sql import SqlParseError, parse, similarity, try_parse
 
 TOO_DEEP = "SQL nested too deeply to parse (RecursionError)"
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(ExecOptions):
     pred_field: str = "pred"
     gold_field: str = "gold"
     dialect: str = "sqlite"
-    db: str | None = None
-    db_root: str | None = None
-    metric: str | None = None  # None: from the input's origin, else bird
-    timeout_s: float = dbmod.DEFAULT_TIMEOUT_S
-    max_bytes: int = dbmod.DEFAULT_MAX_BYTES
-    keep_distinct: bool = False
 
     def check(self) -> None:
         if self.metric is not None:

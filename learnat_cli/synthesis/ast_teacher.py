@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import zlib
 from functools import lru_cache
-from typing import Optional
 
 from sqlglot import exp
 
@@ -46,7 +45,7 @@ def _plain_projection(sel: exp.Select) -> list[exp.Expression]:
     return cols or [exp.Star()]
 
 
-def _text(e: Optional[exp.Expression], dialect: str) -> str:
+def _text(e: exp.Expression | None, dialect: str) -> str:
     return e.sql(dialect=dialect) if e is not None else ""
 
 
@@ -65,7 +64,7 @@ def _describe_select(sel: exp.Select, dialect: str) -> str:
     return ", ".join(parts)
 
 
-def _rebuild(sel: exp.Select, keep: set[str], projection: Optional[list] = None) -> exp.Select:
+def _rebuild(sel: exp.Select, keep: set[str], projection: list | None = None) -> exp.Select:
     s = sel.copy()
     for key in ("where", "group", "having", "order", "limit", "offset", "distinct"):
         if key not in keep and s.args.get(key) is not None:
@@ -75,7 +74,7 @@ def _rebuild(sel: exp.Select, keep: set[str], projection: Optional[list] = None)
     return s
 
 
-def _main_select(tree: exp.Expression) -> Optional[exp.Select]:
+def _main_select(tree: exp.Expression) -> exp.Select | None:
     while isinstance(tree, exp.Subquery):
         tree = tree.this
     return tree if isinstance(tree, exp.Select) else None

@@ -26,8 +26,8 @@ state it). A search stops early once a terminal node is found (``early_stop``; o
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Optional
 
 from learnat_cli.sql import GoldAst
 
@@ -51,7 +51,7 @@ class MctsConfig:
 @dataclass
 class Node:
     id: int
-    parent: Optional["Node"] = None
+    parent: Node | None = None
     depth: int = 0
     question: str = ""
     sql: str = ""
@@ -63,13 +63,13 @@ class Node:
     value_sum: float = 0.0
     expanded: bool = False
     dead: bool = False  # nothing left to explore below (pruned everywhere, or max depth)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
     @property
     def value(self) -> float:
         return self.value_sum / self.visits if self.visits else 0.0
 
-    def path(self) -> list["Node"]:
+    def path(self) -> list[Node]:
         out, n = [], self
         while n is not None and n.parent is not None:
             out.append(n)
@@ -84,7 +84,7 @@ def uct(child: Node, parent_visits: int, c: float) -> float:
     return child.value + c * math.sqrt(math.log(parent_visits + 1) / child.visits)
 
 
-def select_child(node: Node, c: float, prune: bool) -> Optional[Node]:
+def select_child(node: Node, c: float, prune: bool) -> Node | None:
     cands = [ch for ch in node.children if (ch.status == "progressive" or not prune) and not ch.dead]
     if not cands:
         return None
@@ -109,7 +109,7 @@ class Search:
     """One example's search. ``propose(steps, k)`` asks the teacher; ``is_gold(sql)`` decides terminal
     steps."""
 
-    def __init__(self, gold: GoldAst, propose: Propose, cfg: MctsConfig, is_gold: Optional[IsGold] = None):
+    def __init__(self, gold: GoldAst, propose: Propose, cfg: MctsConfig, is_gold: IsGold | None = None):
         self.gold = gold
         self.propose = propose
         self.cfg = cfg
@@ -144,13 +144,13 @@ class Search:
             node.children.append(self._new(node, p.question, p.sql))
         node.expanded = True
 
-    def backprop(self, node: Optional[Node], reward: float) -> None:
+    def backprop(self, node: Node | None, reward: float) -> None:
         while node is not None:
             node.visits += 1
             node.value_sum += reward
             node = node.parent
 
-    async def run(self) -> "Search":
+    async def run(self) -> Search:
         cfg = self.cfg
         for _ in range(cfg.simulations):
             node = self.root
@@ -183,7 +183,7 @@ class Search:
                 break
         return self
 
-    def best_terminal(self) -> Optional[Node]:
+    def best_terminal(self) -> Node | None:
         terms = [n for n in self.nodes if n.terminal]
         if not terms:
             return None

@@ -14,9 +14,9 @@ their counts (the counts in the output do not depend on scheduling).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
 
 from learnat_cli.errors import LearnatError
 
@@ -35,7 +35,7 @@ class State:
     question: str
     schema: str
     gold: str
-    evidence: Optional[str] = None
+    evidence: str | None = None
     steps: Sequence[tuple[str, str]] = ()
 
 
@@ -51,7 +51,7 @@ class TeacherFatal(LearnatError):
     stops. Every other teacher error is recorded as that example's failure and the run goes on."""
 
 
-_EXAMPLE_USAGE: ContextVar[Optional[Usage]] = ContextVar("learnat_example_usage", default=None)
+_EXAMPLE_USAGE: ContextVar[Usage | None] = ContextVar("learnat_example_usage", default=None)
 
 
 @contextlib.contextmanager

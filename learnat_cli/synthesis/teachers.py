@@ -26,13 +26,13 @@ settings), so a rerun or a resumed run costs no second call. Prompt templates (`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
 from pathlib import Path
-from typing import Optional
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.paths import cache_dir
@@ -67,7 +67,7 @@ def teacher_messages(state: State, prompts_dir=None) -> list[dict[str, str]]:
 _SUBQ = re.compile(r"^\s*(?:sub-?question|step\s*\d*)\s*[:.]\s*(.+)$", re.I | re.M)
 
 
-def parse_proposal(text: str) -> Optional[Proposal]:
+def parse_proposal(text: str) -> Proposal | None:
     """``Sub-question: ...`` / ``SQL: ...`` (code fences tolerated; the SQL by
     :func:`learnat_cli.prompts.extract_sql`). None when no SQL is found."""
     sql = extract_sql(text)
@@ -91,13 +91,13 @@ def to_proposals(texts: list[str]) -> list[Proposal]:
 
 
 class DiskCache:
-    def __init__(self, folder: Optional[Path]):
+    def __init__(self, folder: Path | None):
         self.folder = folder
 
     def key(self, payload: dict) -> str:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
-    def get(self, key: str) -> Optional[list[str]]:
+    def get(self, key: str) -> list[str] | None:
         if self.folder is None:
             return None
         p = self.folder / key[:2] / f"{key}.json"
@@ -116,7 +116,7 @@ class DiskCache:
         os.replace(tmp, d / f"{key}.json")
 
 
-def default_cache(enabled: bool = True, folder: Optional[str] = None) -> DiskCache:
+def default_cache(enabled: bool = True, folder: str | None = None) -> DiskCache:
     if not enabled:
         return DiskCache(None)
     return DiskCache(Path(folder) if folder else cache_dir("teacher"))
@@ -161,10 +161,10 @@ def _int(v) -> int:
 
 
 class OpenAITeacher(Teacher):
-    def __init__(self, base_url: str, model: str, api_key: Optional[str] = None, *, concurrency: int = 8,
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, concurrency: int = 8,
                  temperature: float = 0.8, max_tokens: int = 512, timeout_s: float = 60.0,
-                 max_retries: int = 6, backoff_s: float = 1.0, budget_s: Optional[float] = None,
-                 cache: Optional[DiskCache] = None, prompts_dir=None):
+                 max_retries: int = 6, backoff_s: float = 1.0, budget_s: float | None = None,
+                 cache: DiskCache | None = None, prompts_dir=None):
         super().__init__()
         self.name = model
         self.base_url = base_url.rstrip("/")
@@ -257,10 +257,8 @@ class OpenAITeacher(Teacher):
                 raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts ({what})")
             delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
             if resp is not None and resp.headers.get("retry-after"):
-                try:
+                with contextlib.suppress(ValueError):
                     delay = max(delay, float(resp.headers["retry-after"]))
-                except ValueError:
-                    pass
             delay = min(delay, 60.0)
             if loop.time() + delay >= t_end:
                 raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts in "
@@ -280,8 +278,8 @@ class LocalTeacher(Teacher):
     """Samples proposals from a local causal LM through :class:`learnat_cli.models.ChatModel`; runs generation
     in a thread."""
 
-    def __init__(self, model: Optional[str] = None, *, temperature: float = 0.8, max_new_tokens: int = 160,
-                 cache: Optional[DiskCache] = None, prompts_dir=None, seed: int = 0, device: str = "auto"):
+    def __init__(self, model: str | None = None, *, temperature: float = 0.8, max_new_tokens: int = 160,
+                 cache: DiskCache | None = None, prompts_dir=None, seed: int = 0, device: str = "auto"):
         super().__init__()
         self.spec = model
         self.temperature = temperature
@@ -324,9 +322,9 @@ class LocalTeacher(Teacher):
         return to_proposals(texts)
 
 
-def make_teacher(spec: str, *, url: Optional[str] = None, model: Optional[str] = None,
-                 api_key: Optional[str] = None, concurrency: int = 8, temperature: float = 0.8,
-                 cache: Optional[DiskCache] = None, dialect: str = "sqlite", seed: int = 0,
+def make_teacher(spec: str, *, url: str | None = None, model: str | None = None,
+                 api_key: str | None = None, concurrency: int = 8, temperature: float = 0.8,
+                 cache: DiskCache | None = None, dialect: str = "sqlite", seed: int = 0,
                  prompts_dir=None) -> Teacher:
     """Build a teacher from ``--teacher``: ``ast``, ``local``, ``hf:PATH``, ``glm-4-plus``,
     ``openai:MODEL``, or any model name served at ``--teacher-url``."""

@@ -121,7 +121,7 @@ def has_generation_markers(tokenizer) -> bool:
     from trl.chat_template_utils import has_generation_markers as _has
 
     tmpl = getattr(tokenizer, "chat_template", None)
-    return bool(tmpl) and _has(tmpl)
+    return bool(tmpl) and _has(tmpl)  # type: ignore[arg-type]
 
 
 def to_prompt_completion(messages: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
