@@ -65,19 +65,17 @@ def _step_timer():
 def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir: Path) -> dict:
     import contextlib
 
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     from learnat_cli.tiny import build_tiny_model
-    from learnat_cli.training.mdpo_trainer import trainer_classes
+    from learnat_cli.training.mdpo_trainer import comparison_trainer
     from learnat_cli.training.runner import quiet_libraries
 
     quiet_libraries()
     model_dir = build_tiny_model(workdir / "tiny", hidden_size=hidden, layers=2)
     rows = _pairs(batch)
-    _, MdpoTrainer = trainer_classes()
 
     def make(kind: str):
         model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -89,14 +87,7 @@ def bench_mdpo_vs_dpo(steps: int, rounds: int, batch: int, hidden: int, workdir:
         lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
                           lora_dropout=0.0)
         timer = _step_timer()
-        if kind == "mdpo":
-            tr = MdpoTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tok,
-                             peft_config=lora, callbacks=[timer], gamma=1.0)
-        else:
-            stock_rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
-            tr = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(stock_rows),
-                            processing_class=tok, peft_config=lora, callbacks=[timer])
+        tr = comparison_trainer(kind, model, tok, args, rows, lora, [timer])
         return tr, timer
 
     times = {"dpo": [], "mdpo": []}

@@ -202,12 +202,11 @@ def run_cli(name: str, model: Path, data: tuple[Path, Path], workdir: Path, step
 def mdpo_vs_dpo(model: Path, data: tuple[Path, Path], workdir: Path, steps: int, gpu: bool) -> dict:
     """Median step time of learnat's MdpoTrainer and TRL's DPOTrainer on the same model, LoRA and batch."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
-    from learnat_cli.training.mdpo_trainer import load_pairs, trainer_classes
+    from learnat_cli.training.mdpo_trainer import comparison_trainer, load_pairs
     from learnat_cli.training.runner import attach_progress, quiet
 
     class Timer(TrainerCallback):
@@ -225,7 +224,6 @@ def mdpo_vs_dpo(model: Path, data: tuple[Path, Path], workdir: Path, steps: int,
             self.times.append(time.perf_counter() - self.t)
 
     rows = load_pairs(str(data[1]), limit=4)
-    _, MdpoTrainer = trainer_classes()
     out = {}
     for kind in ("dpo", "mdpo", "mdpo", "dpo")[: 4 if gpu else 2]:
         args = DPOConfig(output_dir=str(workdir / f"cmp-{kind}"), per_device_train_batch_size=4,
@@ -240,15 +238,7 @@ def mdpo_vs_dpo(model: Path, data: tuple[Path, Path], workdir: Path, steps: int,
         with quiet():
             m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
             tok = AutoTokenizer.from_pretrained(model)
-            if kind == "mdpo":
-                tr = MdpoTrainer(model=m, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tok,
-                                 peft_config=lora, callbacks=[timer], gamma=1.0)
-            else:
-                stock = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
-                tr = DPOTrainer(model=m, args=args, train_dataset=Dataset.from_list(stock),
-                                processing_class=tok,
-                                peft_config=lora, callbacks=[timer])
+            tr = comparison_trainer(kind, m, tok, args, rows, lora, [timer])
             attach_progress(tr, None)
             tr.train()
         out.setdefault(kind, []).extend(timer.times[2:])

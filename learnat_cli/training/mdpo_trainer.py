@@ -232,6 +232,21 @@ def trainer_classes():
 # Training
 
 
+def comparison_trainer(kind: str, model, tok, args, rows: list[dict[str, Any]], lora, callbacks: list):
+    """For the benchmarks: learnat's MdpoTrainer (``kind="mdpo"``, gamma 1) or TRL's stock DPOTrainer
+    (``kind="dpo"``, on the same rows without their margins), same model, arguments, LoRA and callbacks."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    _, mdpo_cls = trainer_classes()
+    if kind == "mdpo":
+        return mdpo_cls(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                        peft_config=lora, callbacks=callbacks, gamma=1.0)
+    stock = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(stock), processing_class=tok,
+                   peft_config=lora, callbacks=callbacks)
+
+
 def _load_ref_model(spec: str, bf16: bool):
     model, _tok, _base, adapter = load_model(spec, bf16=bf16, trainable_adapter=False)
     if adapter:
