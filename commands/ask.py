@@ -22,12 +22,17 @@ def ask_cmd(
     input: Annotated[str | None, Opt("--input", "-i", help="Batch: rows (learnat/Spider/BIRD).")] = None,
     limit: Annotated[int | None, Opt(help="Batch: the first N questions (reruns included).")] = None,
     sample: Annotated[int | None, Opt(help="Batch: N questions drawn at random with --seed.")] = None,
-    seed: Annotated[int, Opt(help="Seed of --sample.")] = 0,
+    seed: Annotated[int, Opt(help="Seed of --sample and of --samples.")] = 0,
     index: Annotated[str | None, Opt(help="FAISS demonstration index (learnat index).")] = None,
     k: Annotated[int, Opt("--k", help="Demonstrations to retrieve.")] = 3,
     model: Annotated[str | None, Opt(help="Model folder or hub id (default: embedded 0.5B).")] = None,
     adapter: Annotated[str | None, Opt(help="LoRA adapter from learnat sft/mdpo.")] = None,
-    backend: Annotated[str, Opt(help="transformers | llamacpp.")] = "transformers",
+    backend: Annotated[str, Opt(help="auto (ct2 on CPU when installed) | transformers | ct2 | llamacpp | "
+                                     "openai (a served model: --base-url, --model).")] = "auto",
+    base_url: Annotated[str | None, Opt(envvar="LEARNAT_STUDENT_URL", help="openai: server URL (.../v1).")] \
+        = None,
+    api_key: Annotated[str | None, Opt(envvar="LEARNAT_STUDENT_API_KEY", help="openai: API key.")] = None,
+    concurrency: Annotated[int, Opt(help="openai: requests in flight at most.")] = 8,
     device: Annotated[str, Opt(help="auto (CUDA if present) | cpu | cuda: student, embedder.")] = "auto",
     decompose: Annotated[str, Opt(help="auto (fast path for simple questions) | always | never.")] = "auto",
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
@@ -35,7 +40,10 @@ def ask_cmd(
     schema_values: Annotated[bool, Opt("--schema-values/--no-schema-values", help="Sample values.")] = True,
     evidence: Annotated[str | None, Opt(help="A hint (BIRD evidence).")] = None,
     max_new_tokens: Annotated[int, Opt(help="Answer budget (p99 of training answers).")] = 560,
-    batch_size: Annotated[int, Opt(help="Batch: questions generated together (greedy, transformers).")] = 1,
+    batch_size: Annotated[int, Opt(help="Batch: questions generated together (0: auto per engine).")] = 0,
+    samples: Annotated[int, Opt(help="Candidates per question, voted by execution result (1: greedy).")] = 1,
+    temperature: Annotated[float, Opt(help="--samples: temperature of the sampled candidates.")] = 0.8,
+    top_p: Annotated[float, Opt(help="--samples: nucleus sampling threshold.")] = 0.95,
     timeout: Annotated[float, Opt(help="Query time limit in seconds.")] = 30.0,
     retries: Annotated[int, Opt(help="Retries with the error in the prompt.")] = 1,
     output: Annotated[str | None, Opt("-o", "--output", help="JSONL here (batch: resumable).")] = None,
@@ -51,14 +59,17 @@ def _ask(o: SimpleNamespace) -> None:
 
     cfg = stage.AskConfig(decompose=o.decompose, fast_threshold=o.fast_threshold, k_demos=o.k,
                           timeout_s=o.timeout, schema_format=o.schema_format, schema_values=o.schema_values,
-                          max_new_tokens=o.max_new_tokens, retries=o.retries)
+                          max_new_tokens=o.max_new_tokens, retries=o.retries, samples=o.samples,
+                          temperature=o.temperature, top_p=o.top_p, seed=o.seed)
     cfg.check()
+    stage.resolve_batch_size(o.batch_size or 1, None)  # a bad --batch-size fails before anything loads
     batch = o.input is not None or o.question == "-"
     if not batch and not o.question:
         raise LearnatError("give a question, or '-' / --input FILE for question rows")
     with console.status("loading model...") as spin:
         lm, index = stage.load(o.model, o.adapter, o.backend, o.device, o.index,
-                               progress=model_progress(spin))
+                               progress=model_progress(spin), base_url=o.base_url, api_key=o.api_key,
+                               concurrency=o.concurrency)
     if not batch:
         from learnat_cli.db import resolve_db
 

@@ -36,6 +36,14 @@ def show_answer(rec) -> None:
     for i, s in enumerate(rec.steps, 1):
         console.print(f"[bold]Step {i}:[/] {escape(s.question)}", highlight=False)
         console.print(Syntax(s.sql, "sql", word_wrap=True))
+    if rec.vote is not None and rec.candidates:
+        n = len(rec.candidates)
+        if rec.vote.winner is None:
+            console.print(f"[dim]vote: none of {n} candidates ran; the greedy answer was retried[/]")
+        else:
+            size = len(rec.vote.groups[rec.vote.winner])
+            console.print(f"[dim]vote: {size} of {n} candidates agree on the result "
+                          f"({len(rec.vote.groups)} distinct result(s))[/]")
     if rec.pred:
         console.print(Panel(Syntax(rec.pred, "sql", word_wrap=True), title=panel_title(rec)))
     if rec.error:

@@ -234,6 +234,7 @@ class Ct2Generator:
             raise LearnatError(f"cannot load the CTranslate2 model: {str(e).splitlines()[0]}",
                                file=str(self.path)) from None
         self.last_prompt_tokens = self.last_new_tokens = 0
+        self.batch_size = 8
 
     def _tokens(self, messages: list[dict]) -> list[str]:
         text = str(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
@@ -294,3 +295,44 @@ class Ct2Generator:
         prompts = [self._tokens(m) for m in batch]
         return self._generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0,
                               stop_at_final=stop_at_final, stop=stop or ())
+
+    def sample(self, messages: list[dict], n: int = 1, *, temperature: float = 0.0, top_p: float = 0.95,
+               seed: int | None = None, max_new_tokens: int = 256, stop_at_final: bool = False) -> list:
+        """``n`` :class:`~learnat_cli.models.Candidate` with CTranslate2's length-normalised score (the mean
+        log-probability of the tokens under the model): the greedy answer at temperature 0 (``n`` = 1), else
+        ``n`` hypotheses sampled from one prompt prefill (``num_hypotheses``); sampled answers are cut after
+        their ``Final SQL:`` line (a stop callback would end every hypothesis of the prompt)."""
+        from learnat_cli.models import Candidate
+        from learnat_cli.prompts import cut_after_final
+
+        if n < 1:
+            raise LearnatError("n must be at least 1", field="n")
+        if temperature <= 0 and n > 1:
+            raise LearnatError("several samples need a temperature above 0", field="temperature")
+        toks = self._tokens(messages)
+        kw: dict = dict(max_length=max_new_tokens, include_prompt_in_result=False, beam_size=1,
+                        return_scores=True)
+        if self.eos_ids:
+            kw["end_token"] = self.eos_ids
+        if temperature > 0:
+            import ctranslate2
+
+            if seed is not None:
+                ctranslate2.set_random_seed(int(seed))
+            kw.update(sampling_topk=0, sampling_topp=top_p, sampling_temperature=temperature,
+                      num_hypotheses=n)
+        else:
+            kw["sampling_topk"] = 1
+            if stop_at_final:
+                kw["callback"] = _Stopper(self.tok, 1, True, ())
+        try:
+            (res,) = self.gen.generate_batch([toks], **kw)
+        except RuntimeError as e:
+            raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
+        out = []
+        self.last_prompt_tokens, self.last_new_tokens = len(toks), 0
+        for ids, score in zip(res.sequences_ids, res.scores, strict=True):
+            self.last_new_tokens += len(ids)
+            text = str(self.tok.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True))
+            out.append(Candidate(cut_after_final(text) if stop_at_final else text, float(score)))
+        return out

@@ -30,3 +30,8 @@ class LearnatError(Exception):
         if self.field:
             where += f"field '{self.field}': "
         return where + self.message
+
+
+class GenerationError(LearnatError):
+    """Generation failed for one prompt only (a served model's garbage answer, a prompt over its context
+    length): ``ask`` records it as that question's error and goes on with the others."""

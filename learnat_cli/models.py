@@ -173,7 +173,16 @@ def resolve_model(spec: str | None = None, progress: Progress = None) -> str:
 
 
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("transformers", "llamacpp")
+BACKENDS = ("auto", "transformers", "ct2", "llamacpp", "openai")
+
+
+@dataclass
+class Candidate:
+    """One generated answer and the mean log-probability of its tokens under the model (None when the engine
+    does not report it)."""
+
+    text: str
+    logprob: float | None = None
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -259,21 +268,61 @@ class _FinalSqlStop:
         return done
 
 
+class _LogprobRecorder:
+    """A transformers logits processor that leaves the scores alone and records, per sequence, the model's
+    log-probability of each token chosen. It runs before the sampling warpers (temperature, top-p), so the
+    log-probabilities are the model's own, comparable between greedy and sampled candidates. A step's choice
+    is only known at the next step (or from the output, for the last one: :meth:`finish`)."""
+
+    def __init__(self):
+        self.prev = None  # log-softmax of the previous step, (batch, vocab)
+        self.picked: list = []  # per step: (batch,) log-probabilities of the chosen tokens
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.prev is not None:
+            self.picked.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.prev = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, new_ids, pad_id: int | None) -> list[float | None]:
+        """Mean log-probability per row of ``new_ids`` (the generated ids), padding left out."""
+        import torch
+
+        if self.prev is not None and new_ids.shape[1] > len(self.picked):
+            t = len(self.picked)
+            self.picked.append(self.prev.gather(1, new_ids[:, t:t + 1]).squeeze(1))
+        if not self.picked:
+            return [None] * new_ids.shape[0]
+        lp = torch.stack(self.picked, dim=1)[:, : new_ids.shape[1]]
+        ids = new_ids[:, : lp.shape[1]]
+        keep = (ids != pad_id) if pad_id is not None else torch.ones_like(lp, dtype=torch.bool)
+        out: list[float | None] = []
+        for row, m in zip(lp, keep, strict=True):
+            n = int(m.sum())
+            out.append(float((row * m).sum()) / n if n else None)
+        return out
+
+
 class ChatModel:
     """A loaded student that answers chat messages (module docstring). ``last_prompt_tokens`` and
-    ``last_new_tokens`` count the tokens of the last call (all sequences)."""
+    ``last_new_tokens`` count the tokens of the last call (all sequences). ``batch_size``: what ``ask
+    --batch-size auto`` uses with it (8 on CPU, 32 on CUDA, 1 for llama.cpp)."""
 
     def __init__(self, model: str | None = None, adapter: str | None = None,
                  backend: str = "transformers", progress: Progress = None, threads: int | None = None,
                  device: str | None = "auto"):
-        if backend not in BACKENDS:
-            raise LearnatError(f"unknown backend {backend!r} (transformers or llamacpp)", field="backend")
+        if backend not in ("transformers", "llamacpp"):
+            raise LearnatError(f"unknown backend {backend!r} for ChatModel (transformers or llamacpp; "
+                               "open_student opens the others)", field="backend")
         self.backend = backend
         self.spec = model
         self.threads = threads or os.cpu_count() or 1
         self.last_prompt_tokens = self.last_new_tokens = 0
         if backend == "llamacpp":
             self._init_llamacpp(model, adapter, progress, device)
+            self.batch_size = 1
         else:
             import torch
 
@@ -281,6 +330,7 @@ class ChatModel:
             if self.device == "cpu":
                 torch.set_num_threads(self.threads)
             self.model, self.tok = load_causal_lm(model, adapter, progress, device=self.device)
+            self.batch_size = 32 if self.device == "cuda" else 8
 
     def _init_llamacpp(self, model, adapter, progress, device):
         try:
@@ -341,6 +391,59 @@ class ChatModel:
             out = self.model.generate(**enc, **kw)
         return self._decode(out, n_in, n_in)
 
+    def sample(self, messages: list[dict], n: int = 1, *, temperature: float = 0.0, top_p: float = 0.95,
+               seed: int | None = None, max_new_tokens: int = 256,
+               stop_at_final: bool = False) -> list[Candidate]:
+        """``n`` candidates with their mean log-probabilities: the greedy answer at temperature 0 (``n`` must
+        be 1), else ``n`` samples (seeded by ``seed``) that share one prompt prefill: the prompt is run once
+        and its KV cache repeated for the ``n`` continuations."""
+        if n < 1:
+            raise LearnatError("n must be at least 1", field="n")
+        if temperature <= 0 and n > 1:
+            raise LearnatError("several samples need a temperature above 0", field="temperature")
+        if self.backend == "llamacpp":
+            return self._sample_llamacpp(messages, n, temperature, top_p, seed, max_new_tokens)
+        import torch
+        from transformers import DynamicCache, LogitsProcessorList
+
+        enc = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True).to(self.model.device)
+        ids = enc["input_ids"]
+        n_in = ids.shape[1]
+        kw = self._gen_kwargs(max_new_tokens, temperature, top_p, 1)
+        rec = _LogprobRecorder()
+        kw["logits_processor"] = LogitsProcessorList([rec])
+        if stop_at_final:
+            kw["stopping_criteria"] = [_FinalSqlStop(self.tok, n_in)]
+        if temperature > 0 and seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            if n > 1 and n_in > 1:
+                cache = DynamicCache(config=self.model.config)
+                self.model(input_ids=ids[:, :-1], attention_mask=enc["attention_mask"][:, :-1],
+                           past_key_values=cache, use_cache=True)
+                cache.batch_repeat_interleave(n)
+                out = self.model.generate(input_ids=ids.repeat(n, 1),
+                                          attention_mask=enc["attention_mask"].repeat(n, 1),
+                                          past_key_values=cache, **kw)
+            else:
+                out = self.model.generate(**enc, **kw)
+        texts = self._decode(out, n_in, n_in)
+        lps = rec.finish(out[:, n_in:], self.tok.pad_token_id)
+        return [Candidate(t, lp) for t, lp in zip(texts, lps, strict=True)]
+
+    def _sample_llamacpp(self, messages, n, temperature, top_p, seed, max_new_tokens) -> list[Candidate]:
+        from learnat_cli.openai_http import choice_logprob
+
+        out = []
+        for i in range(n):
+            r = self.llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
+                                                temperature=temperature, top_p=top_p, seed=(seed or 0) + i,
+                                                logprobs=True)
+            choice = r["choices"][0]
+            out.append(Candidate(choice["message"]["content"] or "", choice_logprob(choice)))
+        return out
+
     def _decode(self, out, n_in: int, prompt_tokens: int) -> list[str]:
         new = out[:, n_in:]
         pad = self.tok.pad_token_id
@@ -375,3 +478,42 @@ class ChatModel:
             out = self.model.generate(**enc, **kw)
         return self._decode(out, n_in, int(enc["attention_mask"].sum()))
 
+
+
+def default_backend(device: str | None = "auto") -> str:
+    """``--backend auto``: CTranslate2 int8 on CPU when the ``ct2`` extra is installed (docs/BENCHMARKS.md,
+    "CPU engines"), transformers otherwise (and on CUDA)."""
+    from learnat_cli import engines_ct2
+
+    if resolve_device(device) == "cpu" and engines_ct2.available():
+        return "ct2"
+    return "transformers"
+
+
+def open_student(model: str | None = None, adapter: str | None = None, backend: str = "auto", *,
+                 device: str | None = "auto", progress: Progress = None, base_url: str | None = None,
+                 api_key: str | None = None, concurrency: int = 8, threads: int | None = None):
+    """The student on an engine, each with ``chat``, ``chat_batch``, ``sample`` and ``batch_size``:
+    ``transformers``/``llamacpp`` (:class:`ChatModel`), ``ct2`` (:class:`learnat_cli.engines_ct2.
+    Ct2Generator`, int8, converted once and cached), ``openai`` (:class:`learnat_cli.engines_openai.
+    ServedStudent`: a vLLM/SGLang/llama.cpp/Ollama server at ``base_url`` serving ``model``); ``auto``:
+    :func:`default_backend`."""
+    if backend not in BACKENDS:
+        raise LearnatError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})", field="backend")
+    if backend == "openai":
+        from learnat_cli.engines_openai import ServedStudent
+
+        if adapter:
+            raise LearnatError("--backend openai: the server applies adapters (serve the LoRA adapter "
+                               "under a model name and pass that as --model)", field="adapter")
+        return ServedStudent(base_url, model, api_key, concurrency=concurrency)
+    if base_url:
+        raise LearnatError("--base-url is for --backend openai", field="base_url")
+    if backend == "auto":
+        backend = default_backend(device)
+    if backend == "ct2":
+        from learnat_cli.engines_ct2 import Ct2Generator
+
+        return Ct2Generator(model, adapter, progress=progress, threads=threads,
+                            device="cuda" if resolve_device(device) == "cuda" else "cpu")
+    return ChatModel(model, adapter, backend, progress=progress, device=device, threads=threads)

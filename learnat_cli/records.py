@@ -152,6 +152,30 @@ class SftRow(Record):
         return "prompt_completion"
 
 
+class VoteCandidate(BaseModel):
+    """One candidate of ``ask --samples N``: its SQL, why it failed (validation or execution) or the result
+    group it joined, its mean token log-probability, and whether it is the greedy answer."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    sql: str | None = None
+    error: str | None = None
+    logprob: float | None = None
+    group: int | None = None
+    greedy: bool = False
+
+
+class Vote(BaseModel):
+    """The vote of ``ask --samples N``: candidate indices per result group, the winning group and the chosen
+    candidate (None when no candidate ran: the greedy answer then went on to the retry)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    groups: list[list[int]] = Field(default_factory=list)
+    winner: int | None = None
+    chosen: int | None = None
+
+
 class Prediction(Example):
     """``ask`` output, ``eval`` input: ``pred`` is the final SQL; ``db_path`` the database it ran on. Result
     ``rows`` hold JSON values (a BLOB as ``X'..'`` text, see :mod:`learnat_cli.stages.ask`)."""
@@ -166,6 +190,8 @@ class Prediction(Example):
     truncated: bool = False
     attempts: int = 0
     latency_s: float = 0.0
+    candidates: list[VoteCandidate] | None = Field(default=None, exclude_if=lambda v: v is None)  # --samples
+    vote: Vote | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class EvalResult(Record):

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from learnat_cli.db import QueryError, execute, resolve_db
-from learnat_cli.errors import LearnatError
+from learnat_cli.errors import GenerationError, LearnatError
 from learnat_cli.prompts import (  # noqa: F401  (complexity, decide_decompose: re-exported)
     MODES,
     complexity,
@@ -53,7 +53,7 @@ from learnat_cli.prompts import (  # noqa: F401  (complexity, decide_decompose: 
     retrieve_demos,
     student_prompt,
 )
-from learnat_cli.records import Example, Prediction, Step
+from learnat_cli.records import Example, Prediction, Step, Vote, VoteCandidate
 from learnat_cli.schema import DEFAULT_SCHEMA_TOKENS, Schema, load_schema, render_schema
 from learnat_cli.sql import SqlParseError, tables_and_columns
 
@@ -136,6 +136,47 @@ def repair_hint(sql: str | None, schema: Schema, max_chars: int = 900) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3].rsplit("\n", 1)[0] + "\n..."
 
 
+def _result_key(sql: str | None) -> bool:
+    return "order by" in (sql or "").lower()
+
+
+def vote(runs: list[tuple[str | None, Any]],
+         logprobs: list[float | None]) -> tuple[list[list[int]], int | None]:
+    """Execution-guided self-consistency over candidates ``[(sql, QueryResult or None), ...]`` (the greedy one
+    first): ``(groups, chosen)``. Candidates that ran are grouped by result as Spider's official comparison
+    matches results (:func:`learnat_cli.metrics.spider_result_eq`: rows as multisets, or in order when the
+    group's first SQL has ORDER BY, columns up to a permutation); the largest group wins, ties broken by the
+    group's highest mean log-probability, then by holding the greedy candidate. ``chosen``: the greedy
+    candidate if it is in the winning group, else that group's most probable one; None when none ran."""
+    from learnat_cli.metrics import spider_result_eq
+
+    groups: list[list[int]] = []
+    reps: list[tuple[list[tuple], bool]] = []
+    for i, (sql, res) in enumerate(runs):
+        if res is None:
+            continue
+        rows = [tuple(r) for r in res.rows]
+        for g, (rep_rows, ordered) in enumerate(reps):
+            if spider_result_eq(rep_rows, rows, ordered):
+                groups[g].append(i)
+                break
+        else:
+            groups.append([i])
+            reps.append((rows, _result_key(sql)))
+    if not groups:
+        return [], None
+
+    def mean_lp(g: list[int]) -> float:
+        vals = [lp for lp in (logprobs[i] for i in g) if lp is not None]
+        return sum(vals) / len(vals) if vals else -math.inf
+
+    best = max(range(len(groups)), key=lambda g: (len(groups[g]), mean_lp(groups[g]), 0 in groups[g]))
+    members = groups[best]
+    chosen = 0 if 0 in members else max(members, key=lambda i: logprobs[i] if logprobs[i] is not None
+                                        else -math.inf)
+    return groups, chosen
+
+
 @dataclass
 class AskConfig:
     decompose: str = "auto"
@@ -149,7 +190,10 @@ class AskConfig:
     max_rows: int = 1000
     show_rows: int = 20
     retries: int = 1
-    temperature: float = 0.0
+    samples: int = 1  # > 1: execution-guided self-consistency (the greedy answer + samples - 1 sampled ones)
+    temperature: float = 0.8  # of the sampled candidates
+    top_p: float = 0.95
+    seed: int = 0
 
     def check(self) -> None:
         """Options checked before anything is loaded (:func:`check_config`)."""
@@ -179,6 +223,8 @@ class Answer:
     latency_s: float = 0.0
     raw: list[str] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)  # the first prompt sent
+    candidates: list[VoteCandidate] = field(default_factory=list)
+    vote: Vote | None = None
 
     def record(self, base: dict[str, Any] | Example, show_rows: int) -> Prediction:
         data = base.model_dump(exclude_none=True) if isinstance(base, Example) else dict(base)
@@ -187,6 +233,8 @@ class Answer:
                     rows=[[json_value(v) for v in r] for r in self.rows[:show_rows]],
                     truncated=self.truncated or len(self.rows) > show_rows, attempts=self.attempts,
                     demos=self.demos, latency_s=round(self.latency_s, 3))
+        if self.vote is not None:
+            data.update(candidates=self.candidates, vote=self.vote)
         return Prediction.model_validate(data)
 
 
@@ -272,15 +320,53 @@ class _Job:
                                         + "Use only the tables and columns of the schema and answer again "
                                         "in the same format."}]
 
+    def feed_candidates(self, cands: list) -> None:
+        """The first attempt with several candidates (:class:`~learnat_cli.models.Candidate`, the greedy one
+        first): each validated and executed read-only, grouped by result, the largest group wins
+        (:func:`vote`).
+        When none runs, the greedy one goes on as a plain attempt (retry with the error)."""
+        self._guard(self._feed_candidates, cands)
+
+    def _feed_candidates(self, cands: list) -> None:
+        ans, cfg = self.ans, self.cfg
+        self.status("executing")
+        runs: list[tuple[list, str | None, Any, str | None]] = []  # (steps, sql, result, error)
+        for c in cands:
+            steps, sql = parse_answer(c.text)
+            err = validate_sql(sql, self.schema)
+            res = None
+            if err is None:
+                try:
+                    res = execute(self.db_path, sql or "", timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
+                except QueryError as e:
+                    err = e.message
+            runs.append((steps, sql, res, err))
+        groups, winner = vote([(r[1], r[2]) for r in runs], [c.logprob for c in cands])
+        group_of = {i: g for g, members in enumerate(groups) for i in members}
+        ans.candidates = [VoteCandidate(sql=sql, error=err, logprob=None if c.logprob is None
+                                        else round(c.logprob, 4), group=group_of.get(i), greedy=i == 0)
+                          for i, (c, (_, sql, _, err)) in enumerate(zip(cands, runs, strict=True))]
+        if winner is None:
+            self.ans.vote = Vote(groups=[], winner=None, chosen=None)
+            self._feed(cands[0].text)
+            return
+        ans.attempts += 1
+        ans.raw.append(cands[winner].text)
+        ans.steps, ans.pred, res, _ = runs[winner]
+        ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
+        ans.vote = Vote(groups=groups, winner=group_of[winner], chosen=winner)
+        self.done = True
+
     def finish(self, gen_s: float = 0.0) -> Answer:
         self.ans.latency_s = self.elapsed + gen_s
         return self.ans
 
 
-def answer(question: str, db_path, generate: Generate, cfg: AskConfig, *, evidence: str | None = None,
+def answer(question: str, db_path, generate, cfg: AskConfig, *, evidence: str | None = None,
            index=None, exclude_ids: Iterable[str] = (), status: Status = None) -> Answer:
-    """Answer one question. ``generate(messages, max_new_tokens, temperature) -> text``; ``status(phase)`` is
-    told each phase. A RecursionError or MemoryError becomes the answer's error."""
+    """Answer one question. ``generate``: a student from :func:`load` (needed for ``cfg.samples > 1``), or a
+    function ``(messages, max_new_tokens, temperature) -> text``; ``status(phase)`` is told each phase. A
+    RecursionError or MemoryError becomes the answer's error."""
     job = _Job(question, db_path, cfg, evidence, index, exclude_ids, status)
     return job.finish(_run_single(job, generate, cfg))
 
@@ -326,15 +412,23 @@ def check_config(cfg: AskConfig) -> None:
     for name in ("max_new_tokens", "timeout_s"):
         if getattr(cfg, name) <= 0:
             raise LearnatError("must be positive", field=name)
+    if cfg.samples < 1:
+        raise LearnatError(f"--samples must be at least 1 (1: the greedy answer only), not {cfg.samples}",
+                           field="samples")
+    if cfg.samples > 1 and not cfg.temperature > 0:
+        raise LearnatError("--samples above 1 needs --temperature above 0", field="temperature")
+    if not 0 < cfg.top_p <= 1:
+        raise LearnatError("--top-p must be in (0, 1]", field="top_p")
     if cfg.retries < 0 or cfg.k_demos < 0:
         raise LearnatError("must not be negative", field="retries" if cfg.retries < 0 else "k")
 
 
-def load(model: str | None = None, adapter: str | None = None, backend: str = "transformers",
-         device: str = "auto", index: str | None = None, progress=None):
-    """``(ChatModel, DemoIndex or None)`` for :func:`ask`: the student and the demonstration index, both on
-    ``device``."""
-    from learnat_cli.models import ChatModel, resolve_device
+def load(model: str | None = None, adapter: str | None = None, backend: str = "auto",
+         device: str = "auto", index: str | None = None, progress=None, *, base_url: str | None = None,
+         api_key: str | None = None, concurrency: int = 8):
+    """``(student, DemoIndex or None)`` for :func:`ask`: the student on its engine
+    (:func:`learnat_cli.models.open_student`) and the demonstration index, both on ``device``."""
+    from learnat_cli.models import open_student, resolve_device
 
     resolve_device(device)  # a bad --device fails before any loading
     demo_index = None
@@ -342,12 +436,14 @@ def load(model: str | None = None, adapter: str | None = None, backend: str = "t
         from learnat_cli.stages.index import DemoIndex
 
         demo_index = DemoIndex(index, device=device)
-    return ChatModel(model, adapter, backend, progress=progress, device=device), demo_index
+    lm = open_student(model, adapter, backend, device=device, progress=progress, base_url=base_url,
+                      api_key=api_key, concurrency=concurrency)
+    return lm, demo_index
 
 
 def as_generate(lm) -> Generate:
-    """A :data:`Generate` from a :class:`~learnat_cli.models.ChatModel` (stopping at the ``Final SQL:`` line),
-    or ``lm`` itself when it already is one."""
+    """A :data:`Generate` from a student (greedy, stopping at the ``Final SQL:`` line), or ``lm`` itself when
+    it already is one."""
     if not hasattr(lm, "chat"):
         return lm
     return lambda messages, n, t: lm.chat(messages, max_new_tokens=n, temperature=t, stop_at_final=True)[0]
@@ -356,28 +452,38 @@ def as_generate(lm) -> Generate:
 def ask_one(question: str, db_path, lm, cfg: AskConfig, *, evidence: str | None = None, index=None,
             status: Status = None) -> Prediction:
     """One question (``learnat ask "..."``): its Prediction record, id ``ask-0``."""
-    ans = answer(question, db_path, as_generate(lm), cfg, evidence=evidence, index=index, status=status)
+    ans = answer(question, db_path, lm, cfg, evidence=evidence, index=index, status=status)
     base = {"id": "ask-0", "question": question, "db_path": str(Path(db_path).resolve())}
     if evidence:
         base["evidence"] = evidence
     return ans.record(base, cfg.show_rows)
 
 
+def resolve_batch_size(batch_size: int | None, lm) -> int:
+    """``--batch-size``: 0/None (auto) -> the engine's own (``lm.batch_size``: 8 on CPU, 32 on CUDA, the
+    concurrency of a served student), 1 for a plain function."""
+    if batch_size is not None and batch_size < 0:
+        raise LearnatError("--batch-size must be at least 1 (0: auto)", field="batch_size")
+    if not batch_size:
+        return int(getattr(lm, "batch_size", 1) or 1)
+    return batch_size
+
+
 def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, db: str | None = None,
         db_root: str | None = None, evidence: str | None = None, index=None, skip: Iterable[str] = (),
-        batch_size: int = 1) -> Iterator[Prediction]:
+        batch_size: int | None = 1) -> Iterator[Prediction]:
     """The ``learnat ask`` stage: a Prediction per example, in input order (its own id is never retrieved as
-    its demonstration); ``skip``: ids already done. ``lm``: a ChatModel or a :data:`Generate`. ``batch_size >
-    1`` (a ChatModel, greedy): questions of similar prompt length generated together, retries in later
-    rounds."""
-    if batch_size < 1:
-        raise LearnatError("--batch-size must be at least 1", field="batch_size")
+    its demonstration); ``skip``: ids already done. ``lm``: a student (:func:`load`) or a :data:`Generate`.
+    ``batch_size`` > 1 (0: auto, :func:`resolve_batch_size`): questions of similar prompt length generated
+    together (greedy), retries in later rounds; with ``cfg.samples`` > 1 each question's candidates are
+    generated together instead."""
+    batch_size = resolve_batch_size(batch_size, lm)
     skip = set(skip)
     rows = list(examples)
     report.selected = len(rows)
     todo = [ex for ex in rows if ex.id not in skip]
     report.skipped = len(rows) - len(todo)
-    batched = batch_size > 1 and hasattr(lm, "chat_batch") and cfg.temperature == 0
+    batched = batch_size > 1 and hasattr(lm, "chat_batch") and cfg.samples == 1
     window = batch_size * 4 if batched else 1
     for w in range(0, len(todo), window):
         chunk = todo[w:w + window]
@@ -389,7 +495,7 @@ def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, d
         if batched:
             gen_s = _run_batched([j for _, _, j in jobs], lm, cfg, batch_size)
         else:
-            gen_s = [_run_single(j, as_generate(lm), cfg) for _, _, j in jobs]
+            gen_s = [_run_single(j, lm, cfg) for _, _, j in jobs]
         for (ex, path, job), g in zip(jobs, gen_s, strict=True):
             ans = job.finish(g)
             report.answered += 1
@@ -397,25 +503,46 @@ def ask(examples: Iterable[Example], lm, cfg: AskConfig, report: AskReport, *, d
             yield ans.record(ex.model_copy(update={"db_path": str(Path(path).resolve())}), cfg.show_rows)
 
 
-def _run_single(job: _Job, generate: Generate, cfg: AskConfig) -> float:
+def _run_single(job: _Job, lm, cfg: AskConfig) -> float:
+    """Generate for one job until it is done: with ``cfg.samples`` > 1 its first attempt is a vote over
+    candidates (``lm.sample``), retries are greedy."""
+    generate = as_generate(lm)
     job.start()
     gen_s = 0.0
+    first = True
     while not job.done:
         job.status("generating")
         t = time.perf_counter()
         try:
-            text = generate(job.messages, cfg.max_new_tokens, cfg.temperature)
+            if first and cfg.samples > 1:
+                if not hasattr(lm, "sample"):
+                    raise LearnatError("--samples needs a student that samples (models.open_student)",
+                                       field="samples")
+                cands = lm.sample(job.messages, 1, max_new_tokens=cfg.max_new_tokens, stop_at_final=True)
+                cands += lm.sample(job.messages, cfg.samples - 1, temperature=cfg.temperature,
+                                   top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                                   stop_at_final=True)
+            else:
+                text = generate(job.messages, cfg.max_new_tokens, 0.0)
         except MemoryError:
             job._fail("out of memory while generating (MemoryError)")
             break
+        except GenerationError as e:
+            job._fail(e.message)
+            break
         gen_s += time.perf_counter() - t
-        job.feed(text)
+        if first and cfg.samples > 1:
+            job.feed_candidates(cands)
+        else:
+            job.feed(text)
+        first = False
     return gen_s
 
 
 def _run_batched(jobs: list[_Job], lm, cfg: AskConfig, batch_size: int) -> list[float]:
     """Generate for every unfinished job, ``batch_size`` prompts of similar length at a time, until all are
-    done; each job is charged its share of its batches' time."""
+    done; each job is charged its share of its batches' time. A prompt the engine refused
+    (:class:`GenerationError` in its place) fails that job only."""
     for j in jobs:
         j.start()
     gen_s = [0.0] * len(jobs)
@@ -436,7 +563,10 @@ def _run_batched(jobs: list[_Job], lm, cfg: AskConfig, batch_size: int) -> list[
             dt = (time.perf_counter() - t) / len(group)
             for i, text in zip(group, texts, strict=True):
                 gen_s[i] += dt
-                jobs[i].feed(text)
+                if isinstance(text, GenerationError):
+                    jobs[i]._fail(text.message)
+                else:
+                    jobs[i].feed(text)
 
 
 def _prompt_chars(job: _Job) -> int:

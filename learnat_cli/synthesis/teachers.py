@@ -26,15 +26,14 @@ settings), so a rerun or a resumed run costs no second call. Prompt templates (`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 from pathlib import Path
 
 from learnat_cli.errors import LearnatError
+from learnat_cli.openai_http import OpenAIEndpoint, choice_texts, int_or_zero
 from learnat_cli.paths import cache_dir
 from learnat_cli.prompts import extract_sql, one_line, template
 from learnat_cli.synthesis.ast_teacher import AstTeacher
@@ -126,75 +125,30 @@ def default_cache(enabled: bool = True, folder: str | None = None) -> DiskCache:
 # OpenAI-compatible chat endpoints
 
 
-def _json_body(resp, model: str) -> dict:
-    """The JSON object of an HTTP 200 answer; HTML, malformed JSON or another JSON type is a clear error."""
-    kind = (resp.headers.get("content-type") or "?").split(";")[0]
-    try:
-        data = resp.json()
-    except (ValueError, UnicodeDecodeError):
-        head = resp.text[:60].replace("\n", " ")
-        raise LearnatError(f"teacher {model}: HTTP 200 but the body is not JSON ({kind}: {head!r})") from None
-    if not isinstance(data, dict):
-        raise LearnatError(f"teacher {model}: HTTP 200 but the body is a JSON {type(data).__name__}, "
-                           "not an OpenAI chat completion object")
-    return data
+class OpenAITeacher(OpenAIEndpoint, Teacher):
+    """A teacher behind an OpenAI-compatible endpoint (:mod:`learnat_cli.openai_http`: retries, deadlines,
+    concurrency limit)."""
 
+    who = "teacher"
+    fatal = TeacherFatal
 
-def _choice_texts(data: dict) -> list[str]:
-    choices = data.get("choices")
-    if not isinstance(choices, list):
-        return []
-    out = []
-    for c in choices:
-        msg = c.get("message") if isinstance(c, dict) else None
-        text = msg.get("content") if isinstance(msg, dict) else None
-        if isinstance(text, str):
-            out.append(text)
-    return out
-
-
-def _int(v) -> int:
-    try:
-        return int(v or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-class OpenAITeacher(Teacher):
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, concurrency: int = 8,
                  temperature: float = 0.8, max_tokens: int = 512, timeout_s: float = 60.0,
                  max_retries: int = 6, backoff_s: float = 1.0, budget_s: float | None = None,
                  cache: DiskCache | None = None, prompts_dir=None):
-        super().__init__()
+        Teacher.__init__(self)
+        OpenAIEndpoint.__init__(self, base_url, model, api_key, concurrency=concurrency, timeout_s=timeout_s,
+                                max_retries=max_retries, backoff_s=backoff_s, budget_s=budget_s)
         self.name = model
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.api_key = api_key
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.budget_s = budget_s if budget_s is not None else 5 * timeout_s
-        self.backoff_s = backoff_s
         self.cache = cache or DiskCache(None)
         self.prompts_dir = prompts_dir
-        self._sem = asyncio.Semaphore(max(1, concurrency))
-        self._client = None
 
-    def _http(self):
-        import httpx
-
-        if self._client is None:
-            headers = {"Content-Type": "application/json"}
-            if self.api_key:
-                headers["Authorization"] = f"Bearer {self.api_key}"
-            self._client = httpx.AsyncClient(headers=headers, timeout=self.timeout_s)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def on_call(self, data: dict | None) -> None:
+        self.usage.calls += 1
+        if data is not None and isinstance(data.get("usage"), dict):
+            self.usage.tokens += int_or_zero(data["usage"].get("total_tokens"))
 
     async def chat(self, messages: list[dict], n: int) -> list[str]:
         """``n`` completions for ``messages`` (cached)."""
@@ -208,62 +162,14 @@ class OpenAITeacher(Teacher):
         texts: list[str] = []
         while len(texts) < n:
             body = dict(payload, n=n - len(texts))
-            data = await self._post(body)
-            got = _choice_texts(data)
+            data = await self.post(body)
+            got = choice_texts(data)
             if not got:
                 raise LearnatError(f"teacher {self.model}: HTTP 200 but the answer has no choices with text")
             texts.extend(got)
         texts = texts[:n]
         self.cache.put(key, texts)
         return texts
-
-    async def _post(self, body: dict) -> dict:
-        """One chat completion, retried on 429/5xx/timeouts. Each attempt has a total deadline
-        (``timeout_s``: a server dripping bytes cannot hold it longer) and all attempts with their back-off
-        share one budget (``budget_s``)."""
-        import httpx
-
-        url = f"{self.base_url}/chat/completions"
-        loop = asyncio.get_running_loop()
-        t_end = loop.time() + self.budget_s
-        attempt = 0
-        while True:
-            attempt += 1
-            left = t_end - loop.time()
-            async with self._sem:
-                try:
-                    resp = await asyncio.wait_for(self._http().post(url, json=body),
-                                                  timeout=max(0.001, min(self.timeout_s, left)))
-                    status = resp.status_code
-                except (asyncio.TimeoutError, httpx.TimeoutException, httpx.TransportError) as e:
-                    resp, status = None, None
-                    err = "no complete answer within the deadline" if isinstance(e, asyncio.TimeoutError) \
-                        else type(e).__name__
-            self.usage.calls += 1
-            if status == 200:
-                data = _json_body(resp, self.model)
-                self.usage.tokens += _int((data.get("usage") or {}).get("total_tokens")
-                                          if isinstance(data.get("usage"), dict) else 0)
-                return data
-            if status in (401, 403):
-                raise TeacherFatal(f"teacher {self.model} at {self.base_url}: HTTP {status} "
-                                   f"(check the API key: --api-key or the preset's environment variable)")
-            retryable = status is None or status == 429 or status >= 500
-            if not retryable:
-                detail = resp.text[:200].replace("\n", " ") if resp is not None else ""
-                raise LearnatError(f"teacher {self.model}: HTTP {status}: {detail}")
-            what = f"HTTP {status}" if status else err
-            if attempt > self.max_retries:
-                raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts ({what})")
-            delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
-            if resp is not None and resp.headers.get("retry-after"):
-                with contextlib.suppress(ValueError):
-                    delay = max(delay, float(resp.headers["retry-after"]))
-            delay = min(delay, 60.0)
-            if loop.time() + delay >= t_end:
-                raise LearnatError(f"teacher {self.model}: giving up after {attempt} attempts in "
-                                   f"{self.budget_s:g} s ({what})")
-            await asyncio.sleep(delay)
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
         texts = await self.chat(teacher_messages(state, self.prompts_dir), k)
