@@ -3,7 +3,7 @@ PYTHON ?= python3
 SHARED ?= ../shared
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test test-slow lint typecheck check bench demo clean
+.PHONY: install test test-slow lint typecheck check bench loop demo clean
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PIN)
@@ -26,6 +26,25 @@ check: lint typecheck test
 
 bench:
 	$(PYTHON) benchmarks/run_all.py --shared $(SHARED)
+
+# The LearNAT loop (issue 15): decompose -> build-pairs -> sft -> mdpo (+ plain-DPO ablation) -> ask -> eval, into
+# $(RUNS)/$(NAME)/ with results.md/json and a PNG; every step resumes. SCALE=tiny: the tiny test model, minutes.
+# BUDGET: seconds per training stage per run (then `make loop` again continues from the checkpoints).
+SCALE ?= full
+NAME ?=
+TRAIN ?= 2000
+PAIRS ?= 1200
+EVAL ?= 300
+BUDGET ?=
+STUDENT ?=
+GPUS ?= 1
+TEACHER ?= ast
+CONFIGS ?=
+RUNS ?= runs
+loop:
+	$(PYTHON) benchmarks/loop.py --scale $(SCALE) --spider $(SHARED)/spider --train $(TRAIN) --pairs $(PAIRS) \
+		--eval $(EVAL) --gpus $(GPUS) --teacher $(TEACHER) --runs $(RUNS) $(if $(NAME),--name $(NAME)) \
+		$(if $(BUDGET),--budget $(BUDGET)) $(if $(STUDENT),--student $(STUDENT)) $(if $(CONFIGS),--configs $(CONFIGS))
 
 # The GPU path on one CUDA GPU (< 8 min, one table); without a GPU a dry run with the tiny model, exit 0.
 gpu-check:

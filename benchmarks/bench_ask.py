@@ -4,12 +4,17 @@ adaptive fast path on (auto) and off (always decompose); and the fast-path rule 
 labels.
 
     python benchmarks/bench_ask.py --spider ../shared/spider [--n 100] [--quick] [--index DIR]
-                                   [--backend transformers|llamacpp] [--configs zero,demos,always,auto]
-                                   [--throughput N --batch-size B]
+                                   [--backend auto|transformers|ct2|llamacpp]
+                                   [--configs zero,demos,always,auto,vote] [--samples 8]
+                                   [--throughput N --runs transformers:1,transformers:8,ct2:8]
 
-``--throughput N`` only times batch ask (zero-shot, greedy) on N of the sampled questions one at a time and
-with ``--batch-size B`` (left-padded batches, learnat_cli.models.ChatModel.chat_batch), checks that both give
-the same predictions, and prints questions per second for each.
+``vote``: zero-shot with execution-guided self-consistency (``--samples`` candidates: the greedy one and
+samples at ``--temperature``/``--top-p``, voted by executed result), to compare with ``zero`` (greedy).
+
+``--throughput N`` only times batch ask (zero-shot, greedy, ``learnat_cli.stages.ask.ask``) on N of the
+sampled questions for each ``ENGINE:BATCH`` of ``--runs`` (the first is the baseline: today's sequential
+transformers path), and prints questions per second, the speed-up over the baseline, EX, and whether runs on
+the same engine gave the same predictions.
 
 Accuracy uses Spider test-suite execution semantics (learnat_cli.metrics). The Spider train index is built
 once (into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered
@@ -27,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = ("zero", "demos", "always", "auto")
+CONFIGS = ("zero", "demos", "always", "auto", "vote")
 
 
 def pct(xs, q):
@@ -46,9 +51,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=560)
     ap.add_argument("--throughput", type=int, default=0,
                     help="only time batched vs sequential ask on N questions")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp"))
-    ap.add_argument("--configs", default=",".join(CONFIGS),
+    ap.add_argument("--runs", default="transformers:1,transformers:8,ct2:8",
+                    help="--throughput: ENGINE:BATCH runs, the first is the baseline")
+    ap.add_argument("--backend", default="transformers",
+                    choices=("auto", "transformers", "ct2", "llamacpp"))
+    ap.add_argument("--samples", type=int, default=8, help="candidates of the vote configuration")
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--configs", default="zero,demos,always,auto",
                     help=f"which of {','.join(CONFIGS)} to run (comma-separated)")
     ap.add_argument("--rows", default=None, help="per-question results JSONL (appended; resumes)")
     args = ap.parse_args(argv)
@@ -59,15 +69,15 @@ def main(argv=None) -> int:
         args.n = 10
     from learnat_cli.datasets import load_examples
     from learnat_cli.metrics import exec_match, spider_hardness
-    from learnat_cli.models import ChatModel
+    from learnat_cli.models import open_student
     from learnat_cli.schema import load_schema
-    from learnat_cli.stages.ask import AskConfig, answer, as_generate, complexity
+    from learnat_cli.stages.ask import AskConfig, answer, complexity
     from learnat_cli.stages.index import DemoIndex, build_index, demo_from_record
 
     root = Path(args.spider)
     dev = list(load_examples(root / "dev.json"))
     if args.throughput:
-        return throughput(args, dev, root, ChatModel(args.model, backend=args.backend))
+        return throughput(args, dev, root)
 
     def db_of(ex):
         return root / "database" / ex.db_id / f"{ex.db_id}.sqlite"
@@ -103,7 +113,7 @@ def main(argv=None) -> int:
 
     sample = random.Random(args.seed).sample(dev, args.n)
     t0 = time.perf_counter()
-    gen = ChatModel(args.model, backend=args.backend)
+    gen = open_student(args.model, backend=args.backend)
     print(f"\n== ask on {args.n} Spider dev questions (seeded), {args.backend} backend, "
           f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     rows_path = Path(args.rows or f"bench-results/ask-{args.backend}-n{args.n}.jsonl")
@@ -122,21 +132,21 @@ def main(argv=None) -> int:
                 ap.error(f"{rows_path}:{n}: not a JSON line")
             done[(r["config"], r["id"])] = r
 
-    generate = as_generate(gen)  # stops at the Final SQL line, as `learnat ask` does
-
-    all_configs = {"zero": ("zero-shot", "never", None), "demos": ("demos (k=3)", "never", index),
-                   "always": ("demos + decomposition (fast path off)", "always", index),
-                   "auto": ("demos + adaptive (fast path on)", "auto", index)}
+    all_configs = {"zero": ("zero-shot", "never", None, 1), "demos": ("demos (k=3)", "never", index, 1),
+                   "always": ("demos + decomposition (fast path off)", "always", index, 1),
+                   "auto": ("demos + adaptive (fast path on)", "auto", index, 1),
+                   "vote": (f"zero-shot + vote (N={args.samples})", "never", None, args.samples)}
     configs = [all_configs[c] for c in names]
     results = {}
-    for name, mode, idx in configs:
-        cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0)
+    for name, mode, idx, n_samples in configs:
+        cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0,
+                        samples=n_samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         correct, lat, decomposed, errors = 0, [], 0, 0
         by_level: dict[str, list[int]] = {}
         for ex in sample:
             r = done.get((name, ex.id))
             if r is None:
-                ans = answer(ex.question, db_of(ex), generate, cfg, index=idx)
+                ans = answer(ex.question, db_of(ex), gen, cfg, index=idx)
                 ok = False
                 if ans.error is None and ans.pred:
                     ok, _ = exec_match(db_of(ex), ans.pred, ex.gold, "spider", 30.0)
@@ -144,6 +154,9 @@ def main(argv=None) -> int:
                      "error": ans.error, "ok": bool(ok), "latency_s": ans.latency_s,
                      "decomposed": ans.decomposed,
                      "hardness": spider_hardness(ex.gold)}
+                if ans.vote is not None:
+                    r["vote"] = ans.vote.model_dump()
+                    r["candidates"] = [c.model_dump() for c in ans.candidates]
                 with rows_path.open("a") as f:
                     f.write(json.dumps(r) + "\n")
             errors += r["error"] is not None
@@ -166,25 +179,43 @@ def main(argv=None) -> int:
     return 0
 
 
-def throughput(args, dev, root, lm) -> int:
-    """Batch ask, zero-shot greedy, one at a time vs ``--batch-size`` (same predictions required)."""
+def throughput(args, dev, root) -> int:
+    """Batch ask, zero-shot greedy, for each ENGINE:BATCH of ``--runs`` (module docstring)."""
+    import gc
+
+    from learnat_cli.metrics import exec_match
+    from learnat_cli.models import open_student
     from learnat_cli.stages.ask import AskConfig, AskReport, ask
 
+    runs = []
+    for item in args.runs.split(","):
+        engine, _, bs = item.strip().partition(":")
+        runs.append((engine, int(bs or 1)))
     sample = random.Random(args.seed).sample(dev, args.throughput)
     cfg = AskConfig(decompose="never", k_demos=0, max_new_tokens=args.max_new_tokens)
     db_root = str(root / "database")
-    out = {}
-    for bs in (1, args.batch_size):
+    preds: dict[tuple[str, int], list] = {}
+    base_t = None
+    lm, lm_engine = None, None
+    for engine, bs in runs:
+        if engine != lm_engine:
+            lm = None
+            gc.collect()
+            lm, lm_engine = open_student(args.model, backend=engine), engine
         t0 = time.perf_counter()
         recs = list(ask(sample, lm, cfg, AskReport(), db_root=db_root, batch_size=bs))
         dt = time.perf_counter() - t0
-        out[bs] = [(r.pred, r.error) for r in recs]
-        print(f"batch size {bs:3d}: {len(sample)} questions in {dt:6.1f} s = {len(sample) / dt:.3f} q/s "
-              f"({sum(r.error is None for r in recs)} ran without error)", flush=True)
-        out[f"t{bs}"] = dt
-    same = out[1] == out[args.batch_size]
-    print(f"speed-up {out['t1'] / out[f't{args.batch_size}']:.2f}x; predictions identical: {same}")
-    return 0 if same else 1
+        base_t = base_t or dt
+        ok = sum(exec_match(root / "database" / r.db_id / f"{r.db_id}.sqlite", r.pred, r.gold, "spider",
+                            30.0)[0] for r in recs if r.pred and r.error is None)
+        preds[(engine, bs)] = [(r.pred, r.error) for r in recs]
+        same = [f"{e}:{b}" for (e, b), p in preds.items() if e == engine and b != bs
+                and p == preds[(engine, bs)]]
+        print(f"{engine:12s} batch {bs:3d}: {len(sample)} questions in {dt:7.1f} s = "
+              f"{len(sample) / dt:.3f} q/s "
+              f"({base_t / dt:.2f}x the baseline), EX {100 * ok / len(sample):.1f}%"
+              + (f", same predictions as {', '.join(same)}" if same else ""), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

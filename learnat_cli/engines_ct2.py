@@ -260,6 +260,7 @@ class Ct2Generator:
         texts: list[str] = []
         self.last_prompt_tokens = sum(len(p) for p in prompts)
         self.last_new_tokens = 0
+        self.last_token_counts = [len(r.sequences_ids[0]) for r in results]
         for r in results:
             ids = [i for i in r.sequences_ids[0] if i not in self.eos_ids]
             self.last_new_tokens += len(r.sequences_ids[0])
@@ -331,6 +332,7 @@ class Ct2Generator:
             raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
         out = []
         self.last_prompt_tokens, self.last_new_tokens = len(toks), 0
+        self.last_token_counts = [len(ids) for ids in res.sequences_ids]
         for ids, score in zip(res.sequences_ids, res.scores, strict=True):
             self.last_new_tokens += len(ids)
             text = str(self.tok.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True))

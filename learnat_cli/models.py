@@ -307,7 +307,8 @@ class _LogprobRecorder:
 
 class ChatModel:
     """A loaded student that answers chat messages (module docstring). ``last_prompt_tokens`` and
-    ``last_new_tokens`` count the tokens of the last call (all sequences). ``batch_size``: what ``ask
+    ``last_new_tokens`` count the tokens of the last call (all sequences), ``last_token_counts`` the new
+    tokens of each sequence. ``batch_size``: what ``ask
     --batch-size auto`` uses with it (8 on CPU, 32 on CUDA, 1 for llama.cpp)."""
 
     def __init__(self, model: str | None = None, adapter: str | None = None,
@@ -448,7 +449,9 @@ class ChatModel:
         new = out[:, n_in:]
         pad = self.tok.pad_token_id
         self.last_prompt_tokens = int(prompt_tokens)
-        self.last_new_tokens = int((new != pad).sum()) if pad is not None else int(new.numel())
+        counts = (new != pad).sum(dim=1) if pad is not None else [new.shape[1]] * new.shape[0]
+        self.last_token_counts = [int(c) for c in counts]
+        self.last_new_tokens = sum(self.last_token_counts)
         return [self.tok.decode(row, skip_special_tokens=True) for row in new]
 
     def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256,

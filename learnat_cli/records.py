@@ -192,6 +192,7 @@ class Prediction(Example):
     latency_s: float = 0.0
     candidates: list[VoteCandidate] | None = Field(default=None, exclude_if=lambda v: v is None)  # --samples
     vote: Vote | None = Field(default=None, exclude_if=lambda v: v is None)
+    tokens: int | None = Field(default=None, exclude_if=lambda v: v is None)  # generated tokens
 
 
 class EvalResult(Record):

@@ -225,6 +225,7 @@ class Answer:
     messages: list[dict] = field(default_factory=list)  # the first prompt sent
     candidates: list[VoteCandidate] = field(default_factory=list)
     vote: Vote | None = None
+    tokens: int | None = None  # generated tokens, all attempts and candidates (when the engine counts them)
 
     def record(self, base: dict[str, Any] | Example, show_rows: int) -> Prediction:
         data = base.model_dump(exclude_none=True) if isinstance(base, Example) else dict(base)
@@ -235,6 +236,8 @@ class Answer:
                     demos=self.demos, latency_s=round(self.latency_s, 3))
         if self.vote is not None:
             data.update(candidates=self.candidates, vote=self.vote)
+        if self.tokens is not None:
+            data["tokens"] = self.tokens
         return Prediction.model_validate(data)
 
 
@@ -356,6 +359,13 @@ class _Job:
         ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
         ans.vote = Vote(groups=groups, winner=group_of[winner], chosen=winner)
         self.done = True
+
+    def count_tokens(self, counts: list[int] | None, row: int | None) -> None:
+        """Add the new tokens the engine counted for this job's last call (``row``: its row in a batch)."""
+        if not counts:
+            return
+        n = sum(counts) if row is None else (counts[row] if row < len(counts) else 0)
+        self.ans.tokens = (self.ans.tokens or 0) + int(n)
 
     def finish(self, gen_s: float = 0.0) -> Answer:
         self.ans.latency_s = self.elapsed + gen_s
@@ -531,6 +541,7 @@ def _run_single(job: _Job, lm, cfg: AskConfig) -> float:
             job._fail(e.message)
             break
         gen_s += time.perf_counter() - t
+        job.count_tokens(getattr(lm, "last_token_counts", None), None)
         if first and cfg.samples > 1:
             job.feed_candidates(cands)
         else:
@@ -561,6 +572,9 @@ def _run_batched(jobs: list[_Job], lm, cfg: AskConfig, batch_size: int) -> list[
                     jobs[i]._fail("out of memory while generating (MemoryError)")
                 continue
             dt = (time.perf_counter() - t) / len(group)
+            counts = getattr(lm, "last_token_counts", None)
+            for k, i in enumerate(group):
+                jobs[i].count_tokens(counts, k)
             for i, text in zip(group, texts, strict=True):
                 gen_s[i] += dt
                 if isinstance(text, GenerationError):

@@ -62,6 +62,8 @@ class TrainConfig:
     save_steps: int = opt(50, "Checkpoint every N steps (and always at the end; 0: at the end only).")
     save_total_limit: int | None = opt(2, "Checkpoints kept.")
     resume: bool = opt(False, "Resume from the last checkpoint in --output-dir.")
+    max_time: float | None = opt(None, "Stop after this many seconds of training, with a checkpoint; "
+                                       "--resume continues (a run spread over several sittings).")
     merge: bool = opt(False, "Also write the merged model to OUTPUT_DIR/merged.")
     eval_file: str | None = opt(None, "Held-out rows (JSONL) whose loss is reported.")
     eval_split: float = opt(0.0, "Hold out this fraction of the input for an eval loss (0: none).")
@@ -92,6 +94,7 @@ class TrainConfig:
             (self.gpus >= 1 and self.nodes >= 1, "gpus", "--gpus and --nodes must be at least 1"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size", "expected at least 1"),
             (self.lora_layers is None or self.lora_layers >= 1, "lora_layers", "expected at least 1"),
+            (self.max_time is None or self.max_time > 0, "max_time", "expected seconds above 0"),
             (not (self.eval_file and self.eval_split), "eval_split",
              "give --eval-file or --eval-split, not both"),
         ]

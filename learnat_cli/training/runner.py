@@ -342,6 +342,25 @@ def print_events(stage: str) -> EventFn:
     return on_event
 
 
+def attach_time_budget(trainer, max_time_s: float | None) -> None:
+    """Stop training once ``max_time_s`` seconds have passed since this call, saving a checkpoint at that
+    step (``--max-time``; ``--resume`` goes on from it)."""
+    if not max_time_s:
+        return
+    from transformers import TrainerCallback
+
+    t_end = time.time() + max_time_s
+
+    class _Budget(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if time.time() >= t_end and state.global_step < state.max_steps:
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    trainer.add_callback(_Budget())
+
+
 def attach_progress(trainer, on_event: EventFn | None) -> None:
     """Replace the Trainer's raw log printing by the progress callback."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -392,6 +411,10 @@ def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str
     manifest."""
     out = Path(cfg.output_dir)
     main = trainer.is_world_process_zero()
+    if trainer.train_dataset is not None and len(trainer.train_dataset) == 0:
+        raise LearnatError(f"no {stage} training rows left after tokenization: {n_rows} row(s) read, none "
+                           f"keeps a token to learn within --max-length {cfg.max_length}; raise --max-length",
+                           field="max_length")
     if main:
         # A manifest left by an earlier run must not make an unfinished run look complete.
         (out / MANIFEST_FILE).unlink(missing_ok=True)
@@ -399,6 +422,7 @@ def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str
     if cfg.resume and resume_from is None and on_event:
         on_event("message", {"text": f"--resume: no checkpoint in {out}, starting fresh"})
     attach_progress(trainer, on_event)
+    attach_time_budget(trainer, cfg.max_time)
     t0 = time.time()
     with quiet():
         result = trainer.train(resume_from_checkpoint=resume_from)
@@ -425,6 +449,8 @@ def run_trainer(trainer, cfg: TrainConfig, *, stage: str, n_rows: int, base: str
         "adapter_dir": None if cfg.full else str(out), "model_dir": str(out) if cfg.full else None,
         "merged_dir": None, "base_model": base, "init_adapter": adapter_in, "lora": not cfg.full,
         "examples": n_rows, "steps": int(trainer.state.global_step),
+        "max_steps": int(trainer.state.max_steps),
+        "complete": int(trainer.state.global_step) >= int(trainer.state.max_steps),
         "epochs": float(trainer.state.epoch or 0.0),
         "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
         "train_loss": float(result.training_loss) if result.training_loss is not None else None,

@@ -1,0 +1,356 @@
+"""The LearNAT loop as one reproducible command (``make loop``, issue 15): synthesis (sec. 3.2) -> pairs
+and SFT rows -> SFT -> MDPO (sec. 3.3) and a plain-DPO ablation -> ``ask`` with each student (sec. 3.4) ->
+``eval`` -> a results table (Markdown and JSON) and a PNG of EX by hardness per configuration.
+
+    python benchmarks/loop.py [--name NAME] [--scale full|tiny] [--spider ../shared/spider] [--train 2000]
+        [--pairs 1200] [--eval 300] [--budget SECONDS] [--student MODEL] [--gpus N] [--teacher ast]
+        [--configs base-zero,base-default,...] [--backend auto] [--runs runs] [--dry-run]
+
+Every step is a ``learnat`` command line (written to ``runs/<name>/commands.sh`` as it runs, each one's
+stderr to ``runs/<name>/logs/<step>.log``) and is skipped when its output is complete: the synthesis and the
+``ask`` runs append and resume; training runs with ``--resume`` and, with ``--budget``, ``--max-time``, so
+each stage stops at a checkpoint after that many seconds and the next ``make loop`` continues it (a loop
+carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``).
+Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
+
+Scales: ``full`` samples ``--train`` questions of Spider train (seeded, databases present) for synthesis and
+``--eval`` of Spider dev (never trained on); ``tiny`` runs the same chain with the tiny random test model on
+the project's own sample database in a few minutes (the CI test of the loop checks files and that each stage
+ran, not accuracy). ``--gpus N`` trains through ``accelerate launch`` (``learnat sft/mdpo --gpus N``), e.g. a
+7B student on a GPU node: ``make loop GPUS=8 STUDENT=Qwen/Qwen2.5-Coder-7B-Instruct TRAIN=8000 PAIRS=20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# name: (student stage or None for the base model, ask --decompose mode, label)
+CONFIGS = {
+    "base-zero": (None, "never", "base, zero-shot (direct SQL)"),
+    "base-default": (None, "auto", "base, default (adaptive fast path)"),
+    "sft-decompose": ("sft", "always", "SFT, decomposition"),
+    "mdpo-decompose": ("mdpo", "always", "SFT+MDPO, decomposition"),
+    "mdpo-auto": ("mdpo", "auto", "SFT+MDPO, adaptive path"),
+    "mdpo-direct": ("mdpo", "never", "SFT+MDPO, direct SQL"),
+    "dpo-decompose": ("dpo", "always", "SFT+DPO (gamma=0), decomposition"),
+}
+ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")  # Spider's, then BIRD's
+
+
+def levels_of(rows: list[dict]) -> list[str]:
+    seen = {lv for r in rows for lv in r["by_hardness"]}
+    return [lv for lv in ORDER if lv in seen] + sorted(seen - set(ORDER))
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for ln in f if ln.strip())
+
+
+class Loop:
+    def __init__(self, args):
+        self.a = args
+        self.dir = Path(args.runs) / args.name
+        self.logs = self.dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.ran: list[str] = []
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def save_state(self) -> None:
+        self.state_path.write_text(json.dumps(self.state, indent=1))
+
+    def learnat(self, step: str, *args: str, stdout: Path | None = None) -> None:
+        cmd = ["learnat", *args]
+        with (self.dir / "commands.sh").open("a") as f:
+            redirect = f" > {shlex.quote(str(stdout))}" if stdout else ""
+            f.write(" ".join(shlex.quote(c) for c in cmd) + redirect + "\n")
+        print(f"[loop] {step}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        if self.a.dry_run:
+            return
+        env = dict(os.environ)
+        if self.a.scale == "tiny":
+            env.setdefault("OMP_NUM_THREADS", "1")
+        t0 = time.time()
+        with (self.logs / f"{step}.log").open("a") as err, \
+                (stdout.open("w") if stdout else open(os.devnull, "w")) as out:
+            rc = subprocess.run([sys.executable, "-m", "learnat_commands.main", *args], stdout=out,
+                                stderr=err, env=env, cwd=REPO, check=False).returncode
+        self.state.setdefault("seconds", {}).setdefault(step, 0.0)
+        self.state["seconds"][step] += round(time.time() - t0, 1)
+        self.save_state()
+        self.ran.append(step)
+        if rc != 0:
+            tail = (self.logs / f"{step}.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise SystemExit(f"[loop] step {step} failed (exit {rc}); {self.logs / f'{step}.log'}:\n"
+                             + "\n".join(tail))
+
+    # ------------------------------------------------------------------------------------------------- data
+    def data(self) -> tuple[Path, Path, list[str]]:
+        """train.jsonl / eval.jsonl (written once) and the database options of every command."""
+        train, evals = self.dir / "train.jsonl", self.dir / "eval.jsonl"
+        if self.a.scale == "tiny":
+            db = REPO / "samples" / "bookshop.sqlite"
+            if not train.exists():
+                rows = (REPO / "samples" / "questions.jsonl").read_text().splitlines(keepends=True)
+                train.write_text("".join(rows))
+                evals.write_text("".join(rows[::3]))  # every difficulty, few questions
+            return train, evals, ["--db", str(db)]
+        from learnat_cli.datasets import load_examples
+
+        spider = Path(self.a.spider)
+        root = spider / "database"
+        if not train.exists():
+            rows = [e for e in load_examples(spider / "train_spider.json")
+                    if (root / e.db_id / f"{e.db_id}.sqlite").exists()]
+            pick = random.Random(self.a.seed).sample(rows, min(self.a.train, len(rows)))
+            tmp = train.with_suffix(".tmp")
+            tmp.write_text("".join(e.model_dump_json(exclude_none=True) + "\n" for e in pick))
+            tmp.replace(train)
+        if not evals.exists():
+            dev = list(load_examples(spider / "dev.json"))
+            pick = random.Random(self.a.seed).sample(dev, min(self.a.eval, len(dev)))
+            tmp = evals.with_suffix(".tmp")
+            tmp.write_text("".join(e.model_dump_json(exclude_none=True) + "\n" for e in pick))
+            tmp.replace(evals)
+        return train, evals, ["--db-root", str(root)]
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def train_flags(self, stage: str) -> list[str]:
+        tiny = self.a.scale == "tiny"
+        flags = ["--resume", "--save-steps", "2" if tiny else "25"]
+        if self.a.budget:
+            flags += ["--max-time", str(self.a.budget)]
+        if self.a.gpus > 1:
+            flags += ["--gpus", str(self.a.gpus)]
+        if tiny:
+            flags += ["--cpu", "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1", "--lr", "1e-2",
+                      "--lora-r", "4", "--max-length", "4096"]
+        else:
+            flags += ["--epochs", str(self.a.epochs), "--batch-size", str(self.a.batch_size),
+                      "--grad-accum", str(self.a.grad_accum), "--group-by-length",
+                      "--max-length", "2048"]
+            if self.a.lora_layers:
+                flags += ["--lora-layers", str(self.a.lora_layers)]
+        if stage == "sft":
+            flags += ["--lr", "2e-4"] if not tiny else []
+        else:
+            flags += ["--beta", "0.1", "--gamma", "0" if stage == "dpo" else "1"]
+            flags += ["--lr", "5e-6"] if not tiny else []
+        return flags
+
+    def trained(self, stage: str) -> bool:
+        man = self.dir / stage / "manifest.json"
+        if not man.exists():
+            return False
+        return bool(json.loads(man.read_text()).get("complete", True))
+
+    def run(self) -> dict:
+        a = self.a
+        train, evals, dbopts = self.data()
+        n_train = count_lines(train)
+        student = ["--model", a.student] if a.student else []
+        if a.scale == "tiny" and not a.student:
+            from learnat_cli.tiny import build_tiny_model
+
+            tiny_dir = self.dir / "tiny-model"
+            if not (tiny_dir / "config.json").exists():
+                build_tiny_model(tiny_dir)
+            student = ["--model", str(tiny_dir)]
+
+        # 1. synthesis: decompositions with their search trees (appends, resumes)
+        decomp, trees = self.dir / "decompositions.jsonl", self.dir / "trees.jsonl"
+        if count_lines(decomp) < n_train:
+            self.learnat("decompose", "decompose", str(train), "--teacher", a.teacher, *dbopts, "--trees",
+                         str(trees), "-o", str(decomp))
+        # 2. preference pairs and SFT rows (the same prompts as ask)
+        pairs, sft_rows = self.dir / "pairs.jsonl", self.dir / "sft.jsonl"
+        if not pairs.exists() or pairs.stat().st_mtime < trees.stat().st_mtime:
+            self.learnat("build-pairs", "build-pairs", str(trees), "-o", str(pairs))
+        if not sft_rows.exists() or sft_rows.stat().st_mtime < trees.stat().st_mtime:
+            self.learnat("build-pairs-sft", "build-pairs", str(trees), "--sft", "-o", str(sft_rows))
+        # 3-5. SFT, then MDPO and the plain-DPO ablation from the same SFT adapter
+        need = {CONFIGS[c][0] for c in a.configs}
+        if need - {None} and not self.trained("sft"):
+            self.learnat("sft", "sft", str(sft_rows), *student, "-o", str(self.dir / "sft"),
+                         *self.train_flags("sft"))
+        for stage in ("mdpo", "dpo"):
+            if stage in need and not self.trained(stage):
+                if not self.trained("sft"):
+                    break  # the SFT budget ran out in this sitting
+                self.learnat(stage, "mdpo", str(pairs), "--model", str(self.dir / "sft"), "-o",
+                             str(self.dir / stage), "--limit", str(a.pairs), *self.train_flags(stage))
+        # 6-7. ask and eval per configuration
+        for name in a.configs:
+            stage, mode, _ = CONFIGS[name]
+            if stage is not None and not self.trained(stage):
+                continue
+            preds, report = self.dir / f"ask-{name}.jsonl", self.dir / f"eval-{name}.json"
+            adapter = ["--adapter", str(self.dir / stage)] if stage else []
+            if count_lines(preds) < count_lines(evals):
+                tiny = ["--max-new-tokens", "16", "--retries", "0"]
+                extra = tiny if a.scale == "tiny" else []
+                self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
+                             "--decompose", mode, "--backend", a.backend, *extra, "-o", str(preds))
+            if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
+                metric = ["--metric", "spider"]
+                self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, *metric, "--report", str(report),
+                             stdout=self.dir / f"eval-{name}.jsonl")
+        return self.summarize()
+
+    # ---------------------------------------------------------------------------------------------- results
+    def summarize(self) -> dict:
+        rows = []
+        for name in self.a.configs:
+            report, preds = self.dir / f"eval-{name}.json", self.dir / f"ask-{name}.jsonl"
+            if not report.exists():
+                continue
+            rep = json.loads(report.read_text())
+            recs = [json.loads(ln) for ln in preds.read_text().splitlines() if ln.strip()]
+            lat = sorted(r.get("latency_s", 0.0) for r in recs)
+            toks = [r["tokens"] for r in recs if r.get("tokens") is not None]
+            by = rep.get("by_difficulty", {})
+            stage = CONFIGS[name][0]
+            rows.append({
+                "config": name, "label": CONFIGS[name][2], "n": rep.get("n_items"),
+                "ex": round(100 * rep.get("accuracy", 0.0), 1),
+                "by_hardness": {lv: round(100 * v["accuracy"], 1) for lv, v in by.items() if lv != "all"},
+                "count_by_hardness": {lv: v["count"] for lv, v in by.items() if lv != "all"},
+                "p50_s": round(statistics.median(lat), 2) if lat else None,
+                "p95_s": round(lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))], 2) if lat else None,
+                "tokens_mean": round(statistics.mean(toks), 1) if toks else None,
+                "decomposed": sum(bool(r.get("decomposed")) for r in recs),
+                "train_s": self._train_seconds(stage),
+            })
+        student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
+                                     "embedded Qwen2.5-Coder-0.5B-Instruct")
+        out = {"name": self.a.name, "scale": self.a.scale, "student": student,
+               "train_questions": count_lines(self.dir / "train.jsonl"),
+               "decompositions": count_lines(self.dir / "decompositions.jsonl"),
+               "sft_rows": count_lines(self.dir / "sft.jsonl"),
+               "pairs": count_lines(self.dir / "pairs.jsonl"),
+               "pairs_used": min(self.a.pairs, count_lines(self.dir / "pairs.jsonl")),
+               "training": {s: self._manifest(s) for s in ("sft", "mdpo", "dpo")},
+               "seconds": self.state.get("seconds", {}), "results": rows, "ran_this_time": self.ran}
+        (self.dir / "results.json").write_text(json.dumps(out, indent=1))
+        (self.dir / "results.md").write_text(markdown(out))
+        if rows:
+            plot(rows, self.dir / "ex_by_hardness.png", f"{self.a.name}: EX by hardness")
+        return out
+
+    def _manifest(self, stage: str) -> dict | None:
+        p = self.dir / stage / "manifest.json"
+        if not p.exists():
+            return None
+        m = json.loads(p.read_text())
+        keep = ("examples", "steps", "max_steps", "complete", "first_loss", "final_loss", "tokens_per_s",
+                "runtime_s")
+        return {k: m.get(k) for k in keep}
+
+    def _train_seconds(self, stage: str | None) -> float | None:
+        if stage is None:
+            return None
+        sec = self.state.get("seconds", {})
+        chain = ["sft"] + ([stage] if stage != "sft" else [])
+        return round(sum(sec.get(s, 0.0) for s in chain), 1)
+
+
+def _f(v, nd: int = 3) -> str:
+    return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def markdown(out: dict) -> str:
+    lines = [f"# Loop `{out['name']}` ({out['scale']}, student: {out['student']})", "",
+             f"Synthesis: {out['decompositions']} decompositions of {out['train_questions']} train "
+             f"questions; {out['sft_rows']} SFT rows; {out['pairs']} pairs ({out['pairs_used']} used).", ""]
+    for s, m in out["training"].items():
+        if m:
+            state = "complete" if m["complete"] else "partial: resumes at the next run"
+            lines.append(f"- {s}: {m['steps']}/{m['max_steps']} steps ({state}), loss "
+                         f"{_f(m['first_loss'])} -> {_f(m['final_loss'])}, "
+                         f"{_f(m['tokens_per_s'], 1)} tokens/s")
+    levels = levels_of(out["results"])
+    head = ["configuration", "n", "EX", *levels, "p50", "p95", "tokens/answer", "decomposed", "training s"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in out["results"]:
+        lv = [f"{r['by_hardness'][x]:.1f} ({r['count_by_hardness'][x]})" if x in r["by_hardness"] else "-"
+              for x in levels]
+        cells = [r["label"], str(r["n"]), f"{r['ex']:.1f}", *lv, f"{_f(r['p50_s'], 2)} s",
+                 f"{_f(r['p95_s'], 2)} s", _f(r["tokens_mean"], 1), str(r["decomposed"]), _f(r["train_s"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = ["all", *levels_of(rows)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        vals = [r["ex"]] + [r["by_hardness"].get(lv, 0.0) for lv in levels[1:]]
+        ax.bar([x + i * width for x in range(len(levels))], vals, width, label=r["label"])
+    ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(levels))], levels)
+    ax.set_ylabel("execution accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--scale", choices=("full", "tiny"), default="full")
+    ap.add_argument("--spider", default=str(REPO.parent / "shared" / "spider"))
+    ap.add_argument("--train", type=int, default=2000, help="Spider train questions to decompose")
+    ap.add_argument("--pairs", type=int, default=1200, help="preference pairs for MDPO/DPO")
+    ap.add_argument("--eval", type=int, default=300, help="Spider dev questions to evaluate on")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per training stage per sitting")
+    ap.add_argument("--student", default=None, help="model (default: the embedded 0.5B; tiny: a tiny model)")
+    ap.add_argument("--teacher", default="ast")
+    ap.add_argument("--gpus", type=int, default=1)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--grad-accum", type=int, default=4)
+    ap.add_argument("--lora-layers", type=int, default=None)
+    ap.add_argument("--backend", default=None, help="ask's engine (default: auto; tiny: transformers)")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--runs", default=str(REPO / "runs"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = ap.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    bad = [c for c in args.configs if c not in CONFIGS]
+    if bad:
+        ap.error(f"unknown configuration(s) {', '.join(bad)}; known: {', '.join(CONFIGS)}")
+    args.name = args.name or ("tiny" if args.scale == "tiny" else "spider-0.5b")
+    args.backend = args.backend or ("transformers" if args.scale == "tiny" else "auto")
+    if args.scale == "full" and not (Path(args.spider) / "train_spider.json").exists():
+        ap.error(f"--spider {args.spider}: no train_spider.json (SCALE=tiny runs without Spider)")
+    out = Loop(args).run()
+    print(json.dumps({"results": str(Path(args.runs) / args.name / "results.md"), "ran": out["ran_this_time"],
+                      "ex": {r["config"]: r["ex"] for r in out["results"]}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Issue 15: ``make loop SCALE=tiny`` runs the whole LearNAT chain (decompose -> build-pairs -> sft -> mdpo and
+the plain-DPO ablation -> ask -> eval -> results) with the tiny test model, and a second run skips every step;
+``--max-time`` stops training at a checkpoint that ``--resume`` continues (a loop carried over sittings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["decompose", "build-pairs", "build-pairs-sft", "sft", "mdpo", "dpo"]
+CONFIGS = ["base-zero", "base-default", "sft-decompose", "mdpo-decompose", "mdpo-auto", "mdpo-direct",
+           "dpo-decompose"]
+
+
+def _make(runs: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = ["make", "-s", "loop", "SCALE=tiny", f"RUNS={runs}", f"PYTHON={sys.executable}"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("matplotlib")
+    out = _make(tmp_path)
+    run = tmp_path / "tiny"
+    assert out["ran"] == STAGES + [f"{s}-{c}" for c in CONFIGS for s in ("ask", "eval")]
+    for f in ("train.jsonl", "eval.jsonl", "decompositions.jsonl", "trees.jsonl", "pairs.jsonl", "sft.jsonl",
+              "commands.sh", "results.md", "results.json", "state.json"):
+        assert (run / f).stat().st_size > 0, f
+    assert (run / "ex_by_hardness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads((run / "results.json").read_text())
+    assert [r["config"] for r in res["results"]] == CONFIGS
+    n_eval = sum(1 for _ in (run / "eval.jsonl").open())
+    assert all(r["n"] == n_eval for r in res["results"])
+    for stage in ("sft", "mdpo", "dpo"):
+        man = json.loads((run / stage / "manifest.json").read_text())
+        assert man["complete"] and (run / stage / "adapter_config.json").exists()
+    assert json.loads((run / "mdpo" / "manifest.json").read_text())["init_adapter"] == str(run / "sft")
+    md = (run / "results.md").read_text()
+    assert "SFT+MDPO, adaptive path" in md and "SFT+DPO (gamma=0), decomposition" in md
+    # every command the loop ran is in commands.sh, replayable as is
+    assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
+    assert _make(tmp_path)["ran"] == []  # complete: nothing runs again
+
+
+def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_path):
+    pytest.importorskip("trl")
+    rows = tmp_path / "sft.jsonl"
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "How many books?"},
+            {"role": "assistant", "content": "Final SQL: SELECT COUNT(*) FROM books"}]
+    rows.write_text("".join(json.dumps({"id": f"r{i}", "messages": msgs}) + "\n" for i in range(8)))
+    base = [sys.executable, "-m", "learnat_commands.main", "sft", str(rows), "--model", str(tiny_model_dir),
+            "-o", str(tmp_path / "out"), "--cpu", "--max-steps", "6", "--batch-size", "1", "--grad-accum", "1",
+            "--lora-r", "4", "--save-steps", "0", "--resume"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run([*base, "--max-time", "0.001"], capture_output=True, text=True, env=env, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    m1 = json.loads(first.stdout)
+    assert m1["complete"] is False and 1 <= m1["steps"] < 6 and m1["checkpoint"]
+    second = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
+    assert second.returncode == 0, second.stderr[-2000:]
+    m2 = json.loads(second.stdout)
+    assert m2["complete"] is True and m2["steps"] == 6 and m2["resumed_from"] == m1["checkpoint"]
