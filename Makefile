@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PIN)
-	$(PYTHON) -m pip install -e '.[ml,models,dev]'
+	$(PYTHON) -m pip install -e '.[all]'
 
 test:
 	$(PYTHON) -m pytest
@@ -40,11 +40,14 @@ STUDENT ?=
 GPUS ?= 1
 TEACHER ?= ast
 CONFIGS ?=
+SCHEMA ?= sql
+LORA_LAYERS ?=
 RUNS ?= runs
 loop:
 	$(PYTHON) benchmarks/loop.py --scale $(SCALE) --spider $(SHARED)/spider --train $(TRAIN) --pairs $(PAIRS) \
 		--eval $(EVAL) --gpus $(GPUS) --teacher $(TEACHER) --runs $(RUNS) $(if $(NAME),--name $(NAME)) \
-		$(if $(BUDGET),--budget $(BUDGET)) $(if $(STUDENT),--student $(STUDENT)) $(if $(CONFIGS),--configs $(CONFIGS))
+		--schema-format $(SCHEMA) $(if $(BUDGET),--budget $(BUDGET)) $(if $(STUDENT),--student $(STUDENT)) \
+		$(if $(CONFIGS),--configs $(CONFIGS)) $(if $(LORA_LAYERS),--lora-layers $(LORA_LAYERS))
 
 # The GPU path on one CUDA GPU (< 8 min, one table); without a GPU a dry run with the tiny model, exit 0.
 gpu-check:

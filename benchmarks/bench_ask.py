@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="transformers",
                     choices=("auto", "transformers", "ct2", "llamacpp"))
     ap.add_argument("--samples", type=int, default=8, help="candidates of the vote configuration")
+    ap.add_argument("--schema-format", default="sql", choices=("sql", "compact"))
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--configs", default="zero,demos,always,auto",
@@ -103,20 +104,25 @@ def main(argv=None) -> int:
 
     # 2. the index over Spider train
     idx_dir = Path(args.index)
-    if not (idx_dir / "info.json").exists():
+    index = None
+    needs_index = any(c in ("demos", "always", "auto") for c in names)
+    if needs_index and not (idx_dir / "info.json").exists():
         t0 = time.perf_counter()
         rows = (demo_from_record(e.model_dump()) for e in load_examples(root / "train_spider.json"))
         info = build_index(rows, idx_dir)
         print(f"\n== built Spider train index: {info.count} demonstrations in "
               f"{time.perf_counter() - t0:.1f} s")
-    index = DemoIndex(idx_dir)
+    if needs_index:
+        index = DemoIndex(idx_dir)
 
     sample = random.Random(args.seed).sample(dev, args.n)
     t0 = time.perf_counter()
     gen = open_student(args.model, backend=args.backend)
     print(f"\n== ask on {args.n} Spider dev questions (seeded), {args.backend} backend, "
+          f"schema {args.schema_format}, "
           f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-    rows_path = Path(args.rows or f"bench-results/ask-{args.backend}-n{args.n}.jsonl")
+    fmt = "" if args.schema_format == "sql" else f"-{args.schema_format}"
+    rows_path = Path(args.rows or f"bench-results/ask-{args.backend}{fmt}-n{args.n}.jsonl")
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     done: dict[tuple[str, str], dict] = {}
     if rows_path.exists():
@@ -140,7 +146,8 @@ def main(argv=None) -> int:
     results = {}
     for name, mode, idx, n_samples in configs:
         cfg = AskConfig(decompose=mode, max_new_tokens=args.max_new_tokens, k_demos=3 if idx else 0,
-                        samples=n_samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                        schema_format=args.schema_format, samples=n_samples, temperature=args.temperature,
+                        top_p=args.top_p, seed=args.seed)
         correct, lat, decomposed, errors = 0, [], 0, 0
         by_level: dict[str, list[int]] = {}
         for ex in sample:

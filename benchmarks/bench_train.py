@@ -232,6 +232,96 @@ def bench_levers(model_spec, steps: int, workdir: Path, threads: list[int]) -> d
     return out
 
 
+def _peak_fp32_gflops(seconds: float = 3.0) -> float:
+    """This machine's float32 matmul rate (GFLOP/s), the bound the training rates are compared with."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: int, workdir: Path,
+                      lora_layers: int = 6, batch: int = 4, seed: int = 0) -> dict:
+    """Issue 15 part 2 on real SFT rows (``build-pairs --sft`` of Spider train decompositions): examples per
+    CPU hour of LoRA SFT on the 0.5B, today's settings (CREATE TABLE schema, LoRA on every layer, batch 1)
+    against the levers (compact schema, LoRA on the last ``lora_layers`` layers, length-grouped batches of
+    ``batch``), each over the same ``n`` examples (the compact rows are the same ids rendered compactly);
+    tokens per example, and the achieved FLOP rate as a fraction of this machine's float32 matmul peak."""
+    import contextlib
+    import random
+
+    import torch
+
+    from learnat_cli.models import resolve_model
+    from learnat_cli.training.runner import SftConfig, build_sft_trainer
+
+    path = resolve_model(model_spec)
+
+    def load(p: Path) -> dict[str, dict]:
+        return {r["id"]: r for r in (json.loads(ln) for ln in p.read_text().splitlines() if ln.strip())}
+
+    sql = load(rows_sql)
+    compact = load(rows_compact) if rows_compact else {}
+    ids = sorted(set(sql) & set(compact)) if compact else sorted(sql)
+    ids = random.Random(seed).sample(ids, min(n, len(ids)))
+    configs = [("today: sql schema, all layers, batch 1", sql, {}, 1),
+               ("compact schema only", compact, {}, 1),
+               (f"LoRA on the last {lora_layers} layers only", sql, {"lora_layers": lora_layers}, 1),
+               (f"length-grouped batches of {batch}", sql, {"group_by_length": True}, batch),
+               ("all levers", compact, {"lora_layers": lora_layers, "group_by_length": True}, batch)]
+    peak = _peak_fp32_gflops()
+    out: dict = {"model": path, "examples": len(ids), "peak_fp32_gflops": round(peak, 1), "configs": []}
+    for label, rows_by_id, kw, bs in configs:
+        if not rows_by_id:
+            continue
+        rows = [rows_by_id[i] for i in ids]
+        steps = len(rows) // bs
+        cfg = SftConfig(output_dir=str(workdir / "lev"), model=path, batch_size=bs, grad_accum=1,
+                        max_steps=steps, cpu=True, save_steps=0, max_length=4096, **kw)
+        trainer, _ = build_sft_trainer(cfg, rows=rows)
+        timer = _step_timer()
+        trainer.add_callback(timer)
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
+        counts = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+        tokens = counts[-1] if counts else None
+        timed = timer.times[1:]  # the first step warms up
+        per_ex = sum(timed) / (len(timed) * bs)
+        model = trainer.model
+        conf = model.config
+        n_all = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        head = conf.vocab_size * conf.hidden_size
+        body = n_all - head  # tied embeddings: the head is the embedding matrix, used once as a matmul
+        layers_bw = kw.get("lora_layers") or conf.num_hidden_layers
+        body_bw = body * layers_bw / conf.num_hidden_layers
+        tok_ex = (tokens / (steps * bs)) if tokens else None
+        flops_ex = (2 * (body + head) + 2 * (body_bw + head)) * tok_ex if tok_ex else None
+        row = {"config": label, "batch": bs, "examples_per_h": round(3600 / per_ex, 1),
+               "s_per_example": round(per_ex, 2), "tokens_per_example": round(tok_ex, 1) if tok_ex else None,
+               "gflops_per_s": round(flops_ex / per_ex / 1e9, 1) if flops_ex else None}
+        row["fraction_of_peak"] = round(row["gflops_per_s"] / peak, 3) if row["gflops_per_s"] else None
+        if label == "all levers":  # what bounds the rest: the forward pass alone on one batch
+            model.eval()
+            b = trainer.data_collator([trainer.train_dataset[i] for i in range(bs)])
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask"))
+                row["forward_share"] = round((time.perf_counter() - t0) / (per_ex * bs), 3)
+        out["configs"].append(row)
+        print(f"   {label:<45} {row['examples_per_h']:7.1f} examples/h  {row['tokens_per_example']} tokens/ex"
+              f"  {row['fraction_of_peak']} of peak", file=sys.stderr, flush=True)
+    base = out["configs"][0]["examples_per_h"]
+    for r in out["configs"]:
+        r["speedup"] = round(r["examples_per_h"] / base, 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run")
@@ -242,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sft", action="store_true", help="only the MDPO vs DPO part")
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     ap.add_argument("--levers", action="store_true", help="only the CPU speed levers on the 0.5B (issue 15)")
+    ap.add_argument("--rows", default=None, help="--levers on real SFT rows (build-pairs --sft output)")
+    ap.add_argument("--rows-compact", default=None, help="the same rows with --schema-format compact")
+    ap.add_argument("--n", type=int, default=12, help="--rows: examples per configuration")
     args = ap.parse_args(argv)
 
     import torch
@@ -251,6 +344,21 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="learnat-bench-train-") as tmp:
         tmp = Path(tmp)
+        if args.levers and args.rows:
+            lev = bench_levers_real(args.model, Path(args.rows), Path(args.rows_compact) if args.rows_compact
+                                    else None, args.n, tmp)
+            print(f"== CPU speed levers on {lev['examples']} real SFT rows, LoRA SFT on the 0.5B, "
+                  f"peak fp32 {lev['peak_fp32_gflops']} GFLOP/s (issue 15)")
+            print("| configuration | batch | examples/h | speed-up | tokens/example | GFLOP/s | of peak |")
+            print("|---|---|---|---|---|---|---|")
+            for r in lev["configs"]:
+                print(f"| {r['config']} | {r['batch']} | {r['examples_per_h']} | {r['speedup']}x | "
+                      f"{r['tokens_per_example']} | {r['gflops_per_s']} | {r['fraction_of_peak']} |")
+            if "forward_share" in lev["configs"][-1]:
+                print(f"all levers: the forward pass is {lev['configs'][-1]['forward_share']:.0%} of a step")
+            if args.json:
+                print(json.dumps({"levers": lev}))
+            return 0
         if args.levers:
             lev = bench_levers(args.model, steps=2 if args.quick else 4, workdir=tmp, threads=[1, 2])
             print("== CPU speed levers, LoRA SFT on the 0.5B (issue 15)")

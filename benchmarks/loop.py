@@ -175,7 +175,7 @@ class Loop:
         decomp, trees = self.dir / "decompositions.jsonl", self.dir / "trees.jsonl"
         if count_lines(decomp) < n_train:
             self.learnat("decompose", "decompose", str(train), "--teacher", a.teacher, *dbopts, "--trees",
-                         str(trees), "-o", str(decomp))
+                         str(trees), "--schema-format", a.schema_format, "-o", str(decomp))
         # 2. preference pairs and SFT rows (the same prompts as ask)
         pairs, sft_rows = self.dir / "pairs.jsonl", self.dir / "sft.jsonl"
         if not pairs.exists() or pairs.stat().st_mtime < trees.stat().st_mtime:
@@ -204,7 +204,8 @@ class Loop:
                 tiny = ["--max-new-tokens", "16", "--retries", "0"]
                 extra = tiny if a.scale == "tiny" else []
                 self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
-                             "--decompose", mode, "--backend", a.backend, *extra, "-o", str(preds))
+                             "--decompose", mode, "--backend", a.backend, "--schema-format", a.schema_format,
+                             *extra, "-o", str(preds))
             if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
                 metric = ["--metric", "spider"]
                 self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, *metric, "--report", str(report),
@@ -331,7 +332,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=4)
-    ap.add_argument("--lora-layers", type=int, default=None)
+    ap.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N layers only (CPU)")
+    ap.add_argument("--schema-format", default="sql", choices=("sql", "compact"),
+                    help="the schema rendering, in training rows and in ask alike")
     ap.add_argument("--backend", default=None, help="ask's engine (default: auto; tiny: transformers)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--runs", default=str(REPO / "runs"))

@@ -34,6 +34,8 @@ def decompose_cmd(
     db: Annotated[Str, Opt(help="One .sqlite file for every example.")] = None,
     db_root: Annotated[Str, Opt(envvar="LEARNAT_DB_ROOT", help="Folder of <db_id>/<db_id>.sqlite.")] = None,
     tables: Annotated[Str, Opt(help="tables.json for schemas without databases.")] = None,
+    schema_format: Annotated[str, Opt(help="Schema in the rows: sql | compact (as ask --schema-format).")] \
+        = "sql",
     trees: Annotated[Str, Opt(help="Write the full search trees here; -o then holds trajectories.")] = None,
     slim: Annotated[bool, Opt(help="Leave the tree nodes out of the main output.")] = False,
     show_tree: Annotated[bool, Opt(help="Render each search tree on stderr (with a legend).")] = False,
@@ -56,6 +58,7 @@ def decompose_cmd(
             mcts=st.MctsConfig(simulations=simulations, max_depth=max_depth, c=c_uct, children=children,
                             alpha=alpha, prune=prune, early_stop=early_stop),
             db=db, db_root=db_root, tables=tables, dialect=dialect, limit=limit, shard=st.parse_shard(shard),
+            schema_format=schema_format,
             workers=workers, teacher=teacher,
             teacher_options=dict(url=teacher_url, model=teacher_model, api_key=api_key, seed=seed,
                                  concurrency=concurrency, temperature=temperature, prompts_dir=prompts,

@@ -234,7 +234,13 @@ class Ct2Generator:
             raise LearnatError(f"cannot load the CTranslate2 model: {str(e).splitlines()[0]}",
                                file=str(self.path)) from None
         self.last_prompt_tokens = self.last_new_tokens = 0
-        self.batch_size = 8
+        self.compute_type = compute_type
+        # Batches on CPU: CTranslate2 feeds the prompt tokens past the shortest prompt of a batch one decoding
+        # step at a time, so prompts of different lengths batch badly there; instead each prompt runs on its
+        # own worker (inter_threads), one core each (docs/BENCHMARKS.md). ask --batch-size auto: 2 per worker.
+        self.workers = 1 if self.device == "cuda" else max(1, min(self.threads, 4))
+        self._parallel = None
+        self.batch_size = 8 if self.device == "cuda" else 2 * self.workers
 
     def _tokens(self, messages: list[dict]) -> list[str]:
         text = str(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
@@ -254,7 +260,10 @@ class Ct2Generator:
         if stop_at_final or stopper.stop:
             kw["callback"] = stopper
         try:
-            results = self.gen.generate_batch(prompts, **kw)
+            if len(prompts) > 1 and self.workers > 1:
+                results = self._generate_parallel(prompts, kw, stop_at_final, stop or ())
+            else:
+                results = self.gen.generate_batch(prompts, **kw)
         except RuntimeError as e:
             raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
         texts: list[str] = []
@@ -270,6 +279,24 @@ class Ct2Generator:
                     text = text[:text.index(s)]
             texts.append(text)
         return texts
+
+    def _generate_parallel(self, prompts: list[list[str]], kw: dict, stop_at_final: bool,
+                           stop: Sequence[str]) -> list:
+        """One prompt per job on a second generator with ``workers`` parallel workers of one core each
+        (loaded on first use); each job has its own stop callback."""
+        import ctranslate2
+
+        if self._parallel is None:
+            self._parallel = ctranslate2.Generator(
+                str(self.path), device="cpu", compute_type=self.compute_type, inter_threads=self.workers,
+                intra_threads=max(1, self.threads // self.workers))
+        jobs = []
+        for p in prompts:
+            one = dict(kw)
+            if "callback" in kw:
+                one["callback"] = _Stopper(self.tok, 1, stop_at_final, stop)
+            jobs.append(self._parallel.generate_batch([p], asynchronous=True, **one)[0])
+        return [j.result() for j in jobs]
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 0.95, n: int = 1, seed: int | None = None, stop_at_final: bool = False,

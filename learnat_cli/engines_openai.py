@@ -128,7 +128,7 @@ class ServedStudent(OpenAIEndpoint):
                       if isinstance(r, BaseException) and not isinstance(r, GenerationError)), None)
         if fatal is not None:
             raise fatal
-        return results  # type: ignore[return-value]
+        return results
 
     @staticmethod
     def _text(c: Candidate | BaseException, stop_at_final: bool) -> str:

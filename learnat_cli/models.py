@@ -456,15 +456,16 @@ class ChatModel:
 
     def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256,
                    stop_at_final: bool = False) -> list[str]:
-        """Greedy answers to several prompts in one generate call (left-padded). Same text as :meth:`chat` one
-        at a time (the tests check it on the tiny model); llama.cpp answers them in turn."""
+        """Greedy answers to several prompts decoded together (left-padded, one forward per step for the
+        batch). A sequence that ends (end token, its ``Final SQL:`` line, the token budget) leaves the batch
+        at once, its rows of the KV cache dropped, so the others do not carry it to the longest answer's end.
+        Same text as :meth:`chat` one at a time (the tests check it on the tiny model); llama.cpp answers in
+        turn."""
         if not batch:
             return []
         if self.backend == "llamacpp" or len(batch) == 1:
             return [self.chat(m, max_new_tokens=max_new_tokens, stop_at_final=stop_at_final)[0]
                     for m in batch]
-        import torch
-
         texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
         side = self.tok.padding_side
         self.tok.padding_side = "left"
@@ -473,14 +474,61 @@ class ChatModel:
             enc = enc.to(self.model.device)
         finally:
             self.tok.padding_side = side
-        n_in = enc["input_ids"].shape[1]
-        kw = self._gen_kwargs(max_new_tokens, 0.0, 1.0, 1)
-        if stop_at_final:
-            kw["stopping_criteria"] = [_FinalSqlStop(self.tok, n_in)]
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kw)
-        return self._decode(out, n_in, int(enc["attention_mask"].sum()))
+        new = self._greedy_shrinking(enc["input_ids"], enc["attention_mask"], max_new_tokens, stop_at_final)
+        self.last_prompt_tokens = int(enc["attention_mask"].sum())
+        self.last_token_counts = [len(t) for t in new]
+        self.last_new_tokens = sum(self.last_token_counts)
+        return [self.tok.decode(t, skip_special_tokens=True) for t in new]
 
+    def _end_ids(self) -> set[int]:
+        ids = getattr(self.model.generation_config, "eos_token_id", None)
+        ids = ids if isinstance(ids, list) else [ids]
+        out = {int(i) for i in ids if i is not None}
+        if self.tok.eos_token_id is not None:
+            out.add(int(self.tok.eos_token_id))
+        return out
+
+    def _greedy_shrinking(self, ids, mask, max_new_tokens: int, stop_at_final: bool) -> list[list[int]]:
+        """Greedy decoding of a left-padded batch whose finished rows leave it (:meth:`chat_batch`); the new
+        token ids of each row, its end token included (as ``generate`` returns it)."""
+        import torch
+        from transformers import DynamicCache
+
+        from learnat_cli.prompts import final_sql_done
+
+        ends = self._end_ids()
+        stop = _FinalSqlStop(self.tok, 0) if stop_at_final else None
+        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        alive = list(range(ids.shape[0]))
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1]
+            last = pos[:, -1]
+            for _ in range(max_new_tokens):
+                nxt = logits.argmax(-1)
+                keep = []
+                for j, b in enumerate(alive):
+                    t = int(nxt[j])
+                    out[b].append(t)
+                    done = t in ends or len(out[b]) >= max_new_tokens
+                    if not done and stop is not None and stop._has_newline(t):
+                        done = final_sql_done(self.tok.decode(out[b], skip_special_tokens=True))
+                    if not done:
+                        keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(alive):
+                    idx = torch.tensor(keep, device=ids.device)
+                    cache.batch_select_indices(idx)
+                    mask, nxt, last = mask[idx], nxt[idx], last[idx]
+                    alive = [alive[j] for j in keep]
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                last = last + 1
+                logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
+                                    past_key_values=cache, use_cache=True).logits[:, -1]
+        return out
 
 
 def default_backend(device: str | None = "auto") -> str:

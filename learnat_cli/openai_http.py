@@ -70,8 +70,8 @@ def choice_logprob(choice: dict) -> float | None:
     content = lp.get("content") if isinstance(lp, dict) else None
     if not isinstance(content, list) or not content:
         return None
-    vals = [t.get("logprob") for t in content if isinstance(t, dict)]
-    vals = [float(v) for v in vals if isinstance(v, (int, float))]
+    vals = [float(v) for v in (t.get("logprob") for t in content if isinstance(t, dict))
+            if isinstance(v, (int, float))]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -101,7 +101,7 @@ class OpenAIEndpoint:
         self.budget_s = budget_s if budget_s is not None else 5 * timeout_s
         self.backoff_s = backoff_s
         self._sem: asyncio.Semaphore | None = None
-        self._client = None
+        self._client: Any = None
 
     @property
     def label(self) -> str:

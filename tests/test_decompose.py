@@ -96,3 +96,22 @@ def test_bad_input_is_one_line(tmp_path):
     res = runner.invoke(app, ["decompose", str(bad), "--teacher", "ast", "-o", str(out)])
     assert res.exit_code == 2
     assert f"{bad}:2: field 'gold'" in res.output
+
+
+def test_schema_format_compact_matches_ask(samples_dir, tmp_path):
+    """decompose --schema-format compact writes the schema as ask --schema-format compact shows it, so that
+    training rows and inference prompts stay identical; an unknown format is a one-line error."""
+    from learnat_cli.schema import load_schema, render_schema
+
+    out = tmp_path / "traj.jsonl"
+    res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+                              "--db-root", str(samples_dir), "--no-cache", "--schema-format", "compact",
+                              "--limit", "2", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = _lines(out.read_text())
+    schema = load_schema(samples_dir / "bookshop.sqlite")
+    for r in recs:
+        assert r["schema_text"] == render_schema(schema, 1500, r["question"], fmt="compact")
+        assert not r["schema_text"].startswith("CREATE TABLE")
+    res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--schema-format", "yaml"])
+    assert res.exit_code == 2 and "--schema-format must be one of sql, compact" in res.output

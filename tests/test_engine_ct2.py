@@ -94,3 +94,16 @@ def test_lora_adapter_merged(tiny_model_dir, cache, tmp_path):
     assert merged.chat(MSGS, max_new_tokens=4) == merged.chat(MSGS, max_new_tokens=4)
     with pytest.raises(LearnatError, match="adapter_config.json"):
         convert(str(tiny_model_dir), str(tmp_path))
+
+
+def test_parallel_batch_equals_one_at_a_time(tiny_model_dir, cache):
+    """On CPU a batch runs one prompt per worker (inter_threads) with its own stop callback: the same text as
+    one at a time, in input order."""
+    from learnat_cli.engines_ct2 import Ct2Generator
+
+    g = Ct2Generator(str(tiny_model_dir), threads=2)
+    assert g.workers == 2 and g.batch_size == 4
+    prompts = [MSGS, MSGS2, MSGS, [{"role": "user", "content": "Count the books."}]]
+    one = [g.chat(m, max_new_tokens=12, stop_at_final=True)[0] for m in prompts]
+    assert g.chat_batch(prompts, max_new_tokens=12, stop_at_final=True) == one
+    assert g.last_token_counts and len(g.last_token_counts) == 4

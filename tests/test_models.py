@@ -148,3 +148,32 @@ def test_local_teacher_samples_through_the_chat_model(tiny_model_dir):
                                         gold="SELECT COUNT(*) FROM t"), 3))
     assert len(props) == 3 and t.usage.calls == 1 and t.usage.tokens > 0
     assert isinstance(t._lm, ChatModel)
+
+
+def test_batched_greedy_drops_finished_rows(tiny_model_dir):
+    """Issue 14.1: a row that ends early (here: a token of its own made an end token) leaves the batch and its
+    KV-cache rows are dropped; every row still gets the text of one-at-a-time generation."""
+    import torch
+
+    lm = ChatModel(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # the random tiny model repeats one token; larger random weights vary the output
+        for p in lm.model.parameters():
+            p.normal_(0.0, 0.5)
+    prompts = [[{"role": "user", "content": q}] for q in ("How many books?", "List every singer by age.",
+                                                          "x", "Average price of open orders?")]
+
+    def new_ids(m):
+        enc = lm.tok.apply_chat_template(m, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = lm.model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=lm.tok.pad_token_id)
+        return out[0, enc["input_ids"].shape[1]:].tolist()
+
+    rows = [new_ids(m) for m in prompts]
+    others = {t for i, r in enumerate(rows) if i != 1 for t in r}
+    end = next((t for t in rows[1][1:] if t not in others and t not in rows[1][:1]), None)
+    assert end is not None, rows
+    lm.model.generation_config.eos_token_id = [end]
+    one = [lm.chat(m, max_new_tokens=10)[0] for m in prompts]
+    assert lm.chat_batch(prompts, max_new_tokens=10) == one
+    counts = lm.last_token_counts
+    assert counts[1] == rows[1].index(end) + 1 and counts[1] < max(counts)

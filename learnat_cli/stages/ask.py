@@ -172,8 +172,11 @@ def vote(runs: list[tuple[str | None, Any]],
 
     best = max(range(len(groups)), key=lambda g: (len(groups[g]), mean_lp(groups[g]), 0 in groups[g]))
     members = groups[best]
-    chosen = 0 if 0 in members else max(members, key=lambda i: logprobs[i] if logprobs[i] is not None
-                                        else -math.inf)
+    def lp(i: int) -> float:
+        v = logprobs[i]
+        return v if v is not None else -math.inf
+
+    chosen = 0 if 0 in members else max(members, key=lp)
     return groups, chosen
 
 

@@ -41,6 +41,7 @@ class DecomposeConfig:
     db_root: str | None = None
     tables: str | None = None  # Spider/BIRD tables.json for DB-less schemas
     schema_tokens: int = 1500
+    schema_format: str = "sql"  # the student's schema rendering (ask --schema-format): sql or compact
     dialect: str = "sqlite"
     limit: int | None = None  # examples in total (finished ones from an earlier run included)
     shard: tuple[int, int] = (0, 1)
@@ -52,6 +53,10 @@ class DecomposeConfig:
     def check(self) -> None:
         """Options that no example could work with: a one-line error before anything runs."""
         check_dialect(self.dialect)
+        from learnat_cli.schema import FORMATS
+
+        if self.schema_format not in FORMATS:
+            raise LearnatError(f"--schema-format must be one of {', '.join(FORMATS)}", field="schema_format")
         if self.limit is not None and self.limit < 1:
             raise LearnatError(f"--limit must be at least 1, got {self.limit}", field="limit")
         if self.workers < 1:
@@ -122,7 +127,8 @@ def schema_for(ex: Example, cfg: DecomposeConfig) -> tuple[str, str | None, Colu
     if schema is None:
         return "", None, None
     columns = {t.name: [c.name for c in t.columns] for t in schema.tables}
-    return render_schema(schema, cfg.schema_tokens, ex.question), (str(path) if path else None), columns
+    text = render_schema(schema, cfg.schema_tokens, ex.question, fmt=cfg.schema_format)
+    return text, (str(path) if path else None), columns
 
 
 def _load(load_schema: Callable, path) -> Any:
