@@ -131,7 +131,7 @@ class Loop:
     # ------------------------------------------------------------------------------------------------ steps
     def train_flags(self, stage: str) -> list[str]:
         tiny = self.a.scale == "tiny"
-        flags = ["--resume", "--save-steps", "2" if tiny else "25"]
+        flags = ["--resume", "--save-steps", "2" if tiny else "5"]
         if self.a.budget:
             flags += ["--max-time", str(self.a.budget)]
         if self.a.gpus > 1:
@@ -149,7 +149,7 @@ class Loop:
             flags += ["--lr", "2e-4"] if not tiny else []
         else:
             flags += ["--beta", "0.1", "--gamma", "0" if stage == "dpo" else "1"]
-            flags += ["--lr", "5e-6"] if not tiny else []
+            flags += ["--lr", "2e-5"] if not tiny else []
         return flags
 
     def trained(self, stage: str) -> bool:

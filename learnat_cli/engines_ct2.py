@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.paths import cache_dir
@@ -239,7 +239,7 @@ class Ct2Generator:
         # step at a time, so prompts of different lengths batch badly there; instead each prompt runs on its
         # own worker (inter_threads), one core each (docs/BENCHMARKS.md). ask --batch-size auto: 2 per worker.
         self.workers = 1 if self.device == "cuda" else max(1, min(self.threads, 4))
-        self._parallel = None
+        self._parallel: Any = None
         self.batch_size = 8 if self.device == "cuda" else 2 * self.workers
 
     def _tokens(self, messages: list[dict]) -> list[str]:

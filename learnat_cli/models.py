@@ -308,8 +308,8 @@ class _LogprobRecorder:
 class ChatModel:
     """A loaded student that answers chat messages (module docstring). ``last_prompt_tokens`` and
     ``last_new_tokens`` count the tokens of the last call (all sequences), ``last_token_counts`` the new
-    tokens of each sequence. ``batch_size``: what ``ask
-    --batch-size auto`` uses with it (8 on CPU, 32 on CUDA, 1 for llama.cpp)."""
+    tokens of each sequence. ``batch_size``: what ``ask --batch-size auto`` uses with it (32 on CUDA, 1 on
+    CPU and for llama.cpp)."""
 
     def __init__(self, model: str | None = None, adapter: str | None = None,
                  backend: str = "transformers", progress: Progress = None, threads: int | None = None,
@@ -331,7 +331,9 @@ class ChatModel:
             if self.device == "cpu":
                 torch.set_num_threads(self.threads)
             self.model, self.tok = load_causal_lm(model, adapter, progress, device=self.device)
-            self.batch_size = 32 if self.device == "cuda" else 8
+            # ask --batch-size auto. On CPU a batch gains nothing (the prompt prefill is compute-bound: 100
+            # Spider dev questions took 1,098 s in batches of 8 against 1,144 s one at a time, BENCHMARKS.md).
+            self.batch_size = 32 if self.device == "cuda" else 1
 
     def _init_llamacpp(self, model, adapter, progress, device):
         try:

@@ -1,6 +1,7 @@
-"""Issue 15: ``make loop SCALE=tiny`` runs the whole LearNAT chain (decompose -> build-pairs -> sft -> mdpo and
-the plain-DPO ablation -> ask -> eval -> results) with the tiny test model, and a second run skips every step;
-``--max-time`` stops training at a checkpoint that ``--resume`` continues (a loop carried over sittings)."""
+"""Issue 15: ``make loop SCALE=tiny`` runs the whole LearNAT chain (decompose -> build-pairs -> sft -> mdpo
+and the plain-DPO ablation -> ask -> eval -> results) with the tiny test model, and a second run skips every
+step; ``--max-time`` stops training at a checkpoint that ``--resume`` continues (a loop carried over
+sittings)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_
             {"role": "assistant", "content": "Final SQL: SELECT COUNT(*) FROM books"}]
     rows.write_text("".join(json.dumps({"id": f"r{i}", "messages": msgs}) + "\n" for i in range(8)))
     base = [sys.executable, "-m", "learnat_commands.main", "sft", str(rows), "--model", str(tiny_model_dir),
-            "-o", str(tmp_path / "out"), "--cpu", "--max-steps", "6", "--batch-size", "1", "--grad-accum", "1",
-            "--lora-r", "4", "--save-steps", "0", "--resume"]
+            "-o", str(tmp_path / "out"), "--cpu", "--max-steps", "6", "--batch-size", "1", "--grad-accum",
+            "1", "--lora-r", "4", "--save-steps", "0", "--resume"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    first = subprocess.run([*base, "--max-time", "0.001"], capture_output=True, text=True, env=env, check=False)
+    first = subprocess.run([*base, "--max-time", "0.001"], capture_output=True, text=True, env=env,
+                           check=False)
     assert first.returncode == 0, first.stderr[-2000:]
     m1 = json.loads(first.stdout)
     assert m1["complete"] is False and 1 <= m1["steps"] < 6 and m1["checkpoint"]

@@ -1,5 +1,5 @@
-"""Issue 14: the served student (``ask --backend openai``) against a real OpenAI-protocol server on loopback, and
-execution-guided self-consistency (``ask --samples N``): the vote over executed candidates, prompt-prefill
+"""Issue 14: the served student (``ask --backend openai``) against a real OpenAI-protocol server on loopback,
+and execution-guided self-consistency (``ask --samples N``): the vote over executed candidates, prompt-prefill
 sharing in the transformers and CTranslate2 samplers, and the bad inputs (``--samples 0``, a server that is
 down, an unknown model, garbage answers for one question)."""
 
@@ -112,7 +112,8 @@ def _rows(path):
 
 def test_served_student_answers_a_batch_concurrently_and_records_a_refused_prompt(sample_db, tmp_path):
     qs = [{"id": f"q{i}", "question": q} for i, q in enumerate(
-        ["How many books are there?", "List the titles of all books.", "Too long a question", "Garbage please"])]
+        ["How many books are there?", "List the titles of all books.", "Too long a question",
+         "Garbage please"])]
     qs += [{"id": f"r{i}", "question": "How many books are there?"} for i in range(6)]
     inp = tmp_path / "q.jsonl"
     inp.write_text("".join(json.dumps(q) + "\n" for q in qs))
@@ -127,12 +128,14 @@ def test_served_student_answers_a_batch_concurrently_and_records_a_refused_promp
     out = tmp_path / "p.jsonl"
     with StudentServer(answer) as srv:
         args = ["ask", "--backend", "openai", "--base-url", srv.url, "--model", "student", "--db",
-                str(sample_db), "--input", str(inp), "--concurrency", "3", "--decompose", "never", "-o", str(out)]
+                str(sample_db), "--input", str(inp), "--concurrency", "3", "--decompose", "never", "-o",
+                str(out)]
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
         recs = {r["id"]: r for r in _rows(out)}
         assert len(recs) == len(qs)
-        assert recs["q0"]["rows"] and recs["q0"]["error"] is None and recs["q0"]["pred"] == GOOD[qs[0]["question"]]
+        assert recs["q0"]["rows"] and recs["q0"]["error"] is None
+        assert recs["q0"]["pred"] == GOOD[qs[0]["question"]]
         assert recs["q2"]["error"].startswith("student student: HTTP 400")  # recorded, not lost
         assert "not JSON" in recs["q3"]["error"]
         assert 1 < srv.max_in_flight <= 3  # concurrent, within the limit
@@ -201,8 +204,9 @@ def test_ask_samples_votes_over_executed_candidates(sample_db, tmp_path):
     out = tmp_path / "p.jsonl"
     with StudentServer(answer) as srv:
         res = runner.invoke(app, ["ask", "--backend", "openai", "--base-url", srv.url, "--model", "student",
-                                  "--db", str(sample_db), "--samples", "5", "--temperature", "0.7", "--top-p", "0.9",
-                                  "--seed", "4", "-o", str(out), "How many books are there?"])
+                                  "--db", str(sample_db), "--samples", "5", "--temperature", "0.7",
+                                  "--top-p", "0.9", "--seed", "4", "-o", str(out),
+                                  "How many books are there?"])
         assert res.exit_code == 0, res.output
         sampled = [b for b in srv.requests if b["temperature"] > 0]
         assert sampled and sampled[0]["n"] == 4 and sampled[0]["top_p"] == 0.9 and sampled[0]["seed"] == 4
@@ -218,7 +222,8 @@ def test_ask_samples_votes_over_executed_candidates(sample_db, tmp_path):
 
 
 @pytest.mark.parametrize("bad,msg", [(["--samples", "0"], "--samples must be at least 1"),
-                                     (["--samples", "3", "--temperature", "0"], "needs --temperature above 0"),
+                                     (["--samples", "3", "--temperature", "0"],
+                                      "needs --temperature above 0"),
                                      (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
                                      (["--batch-size", "-1"], "--batch-size must be at least 1")])
 def test_bad_sampling_options_are_one_line_errors(sample_db, bad, msg, tmp_path):
