@@ -300,21 +300,31 @@ class _Job:
     def feed(self, text: str) -> None:
         self._guard(self._feed, text)
 
-    def _feed(self, text: str) -> None:
-        ans, cfg = self.ans, self.cfg
-        ans.attempts += 1
-        ans.raw.append(text)
-        ans.steps, ans.pred = parse_answer(text)
-        err = validate_sql(ans.pred, self.schema)
+    def _run(self, text: str) -> tuple[list, str | None, Any, str | None]:
+        """``(steps, sql, result or None, error or None)`` of one answer: parsed, validated, executed."""
+        steps, sql = parse_answer(text)
+        err = validate_sql(sql, self.schema)
+        res = None
         if err is None:
             self.status("executing")
             try:
-                res = execute(self.db_path, ans.pred or "", timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
-                ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
-                self.done = True
-                return
+                res = execute(self.db_path, sql or "", timeout_s=self.cfg.timeout_s,
+                              max_rows=self.cfg.max_rows)
             except QueryError as e:
                 err = e.message
+        return steps, sql, res, err
+
+    def _feed(self, text: str, run: tuple | None = None) -> None:
+        """One attempt (``run``: its :meth:`_run` outcome when already known): done when it ran, else the
+        error and a retry with it, or done when the retries are spent."""
+        ans, cfg = self.ans, self.cfg
+        ans.attempts += 1
+        ans.raw.append(text)
+        ans.steps, ans.pred, res, err = run if run is not None else self._run(text)
+        if res is not None:
+            ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
+            self.done = True
+            return
         ans.error = err
         if ans.attempts > cfg.retries:
             self.done = True
@@ -329,39 +339,20 @@ class _Job:
     def feed_candidates(self, cands: list) -> None:
         """The first attempt with several candidates (:class:`~learnat_cli.models.Candidate`, the greedy one
         first): each validated and executed read-only, grouped by result, the largest group wins
-        (:func:`vote`).
-        When none runs, the greedy one goes on as a plain attempt (retry with the error)."""
+        (:func:`vote`). When none runs, the greedy one goes on as a plain attempt (retry with the error)."""
         self._guard(self._feed_candidates, cands)
 
     def _feed_candidates(self, cands: list) -> None:
-        ans, cfg = self.ans, self.cfg
-        self.status("executing")
-        runs: list[tuple[list, str | None, Any, str | None]] = []  # (steps, sql, result, error)
-        for c in cands:
-            steps, sql = parse_answer(c.text)
-            err = validate_sql(sql, self.schema)
-            res = None
-            if err is None:
-                try:
-                    res = execute(self.db_path, sql or "", timeout_s=cfg.timeout_s, max_rows=cfg.max_rows)
-                except QueryError as e:
-                    err = e.message
-            runs.append((steps, sql, res, err))
+        runs = [self._run(c.text) for c in cands]
         groups, winner = vote([(r[1], r[2]) for r in runs], [c.logprob for c in cands])
         group_of = {i: g for g, members in enumerate(groups) for i in members}
-        ans.candidates = [VoteCandidate(sql=sql, error=err, logprob=None if c.logprob is None
-                                        else round(c.logprob, 4), group=group_of.get(i), greedy=i == 0)
-                          for i, (c, (_, sql, _, err)) in enumerate(zip(cands, runs, strict=True))]
-        if winner is None:
-            self.ans.vote = Vote(groups=[], winner=None, chosen=None)
-            self._feed(cands[0].text)
-            return
-        ans.attempts += 1
-        ans.raw.append(cands[winner].text)
-        ans.steps, ans.pred, res, _ = runs[winner]
-        ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
-        ans.vote = Vote(groups=groups, winner=group_of[winner], chosen=winner)
-        self.done = True
+        self.ans.candidates = [VoteCandidate(sql=sql, error=err, logprob=None if c.logprob is None
+                                             else round(c.logprob, 4), group=group_of.get(i), greedy=i == 0)
+                               for i, (c, (_, sql, _, err)) in enumerate(zip(cands, runs, strict=True))]
+        self.ans.vote = Vote(groups=groups, winner=None if winner is None else group_of[winner],
+                             chosen=winner)
+        k = 0 if winner is None else winner
+        self._feed(cands[k].text, runs[k])
 
     def count_tokens(self, counts: list[int] | None, row: int | None) -> None:
         """Add the new tokens the engine counted for this job's last call (``row``: its row in a batch)."""
