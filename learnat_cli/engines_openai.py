@@ -131,41 +131,36 @@ class ServedStudent(OpenAIEndpoint):
         return results
 
     @staticmethod
-    def _text(c: Candidate | BaseException, stop_at_final: bool) -> str:
-        if isinstance(c, BaseException):
-            raise c
-        return cut_after_final(c.text) if stop_at_final else c.text
+    def _cut(text: str, stop_at_final: bool) -> str:
+        return cut_after_final(text) if stop_at_final else text
+
+    def _one(self, messages: list[dict], n: int, max_new_tokens: int, temperature: float, top_p: float,
+             seed: int | None, logprobs: bool, stop_at_final: bool) -> list[Candidate]:
+        (res,) = self._run([(messages, n, max_new_tokens, temperature, top_p, seed, logprobs)])
+        if isinstance(res, BaseException):
+            raise res
+        return [Candidate(self._cut(c.text, stop_at_final), c.logprob) for c in res]
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 0.95, n: int = 1, seed: int | None = None,
              stop_at_final: bool = False) -> list[str]:
         """``n`` answers (greedy at temperature 0)."""
-        return [c.text for c in self.sample(messages, n, temperature=temperature, top_p=top_p, seed=seed,
-                                            max_new_tokens=max_new_tokens, stop_at_final=stop_at_final,
-                                            _greedy_ok=True)]
+        return [c.text for c in self._one(messages, n, max_new_tokens, temperature, top_p, seed, False,
+                                          stop_at_final)]
 
     def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256,
                    stop_at_final: bool = False) -> list[str | GenerationError]:
         """Greedy answers, the prompts sent concurrently; a prompt the server refused gives its
         :class:`GenerationError` in its place (``ask`` records it), a server failure raises."""
         res = self._run([(m, 1, max_new_tokens, 0.0, 1.0, None, False) for m in batch])
-        out: list[str | GenerationError] = []
-        for r in res:
-            if isinstance(r, GenerationError):
-                out.append(r)
-            else:
-                out.append(self._text(r[0], stop_at_final))
-        return out
+        return [r if isinstance(r, GenerationError) else self._cut(r[0].text, stop_at_final) for r in res]
 
     def sample(self, messages: list[dict], n: int = 1, *, temperature: float = 0.0, top_p: float = 0.95,
-               seed: int | None = None, max_new_tokens: int = 256, stop_at_final: bool = False,
-               _greedy_ok: bool = False) -> list[Candidate]:
+               seed: int | None = None, max_new_tokens: int = 256,
+               stop_at_final: bool = False) -> list[Candidate]:
         """``n`` candidates with mean log-probabilities when the server reports them (module docstring)."""
         if n < 1:
             raise LearnatError("n must be at least 1", field="n")
-        if temperature <= 0 and n > 1 and not _greedy_ok:
+        if temperature <= 0 and n > 1:
             raise LearnatError("several samples need a temperature above 0", field="temperature")
-        (res,) = self._run([(messages, n, max_new_tokens, temperature, top_p, seed, True)])
-        if isinstance(res, BaseException):
-            raise res
-        return [Candidate(self._text(c, stop_at_final), c.logprob) for c in res]
+        return self._one(messages, n, max_new_tokens, temperature, top_p, seed, True, stop_at_final)
