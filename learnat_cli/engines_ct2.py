@@ -184,27 +184,20 @@ class _Stopper:
     """Per batch index: the generated ids; ``stop_at_final`` / ``stop`` strings decide when it ends."""
 
     def __init__(self, tok, n: int, stop_at_final: bool, stop: Sequence[str]):
+        from learnat_cli.models import FinalLineWatch
+
         self.tok, self.stop_at_final, self.stop = tok, stop_at_final, tuple(s for s in stop if s)
         self.ids: list[list[int]] = [[] for _ in range(n)]
-        self.nl: dict[int, bool] = {}
-
-    def _has_newline(self, tid: int) -> bool:
-        if tid not in self.nl:
-            self.nl[tid] = "\n" in self.tok.decode([tid])
-        return self.nl[tid]
+        self.watch = FinalLineWatch(tok)
 
     def __call__(self, step) -> bool:
-        from learnat_cli.prompts import final_sql_done
-
         ids = self.ids[step.batch_id]
         ids.append(int(step.token_id))
         if self.stop:
             text = self.tok.decode(ids, skip_special_tokens=True)
             if any(s in text for s in self.stop):
                 return True
-        if self.stop_at_final and self._has_newline(int(step.token_id)):
-            return final_sql_done(self.tok.decode(ids, skip_special_tokens=True))
-        return False
+        return self.stop_at_final and self.watch.done(ids)
 
 
 class Ct2Generator:

@@ -244,11 +244,12 @@ def load_causal_lm(spec: str | None = None, adapter: str | None = None, progress
     return model, tok
 
 
-class _FinalSqlStop:
-    """A transformers stopping criterion: per sequence, stop once its ``Final SQL:`` line is complete."""
+class FinalLineWatch:
+    """Whether generated ids hold a complete ``Final SQL:`` line (:func:`learnat_cli.prompts.final_sql_done`),
+    decoded only when the last token holds a line break; shared by every engine's stop rule."""
 
-    def __init__(self, tok, n_in: int):
-        self.tok, self.n_in = tok, n_in
+    def __init__(self, tok):
+        self.tok = tok
         self.nl_ids: dict[int, bool] = {}
 
     def _has_newline(self, tid: int) -> bool:
@@ -256,15 +257,26 @@ class _FinalSqlStop:
             self.nl_ids[tid] = "\n" in self.tok.decode([tid])
         return self.nl_ids[tid]
 
+    def done(self, ids) -> bool:
+        from learnat_cli.prompts import final_sql_done
+
+        return (len(ids) > 0 and self._has_newline(int(ids[-1]))
+                and final_sql_done(self.tok.decode(ids, skip_special_tokens=True)))
+
+
+class _FinalSqlStop:
+    """A transformers stopping criterion: per sequence, stop once its ``Final SQL:`` line is complete."""
+
+    def __init__(self, tok, n_in: int):
+        self.n_in = n_in
+        self.watch = FinalLineWatch(tok)
+
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        from learnat_cli.prompts import final_sql_done
-
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for i, row in enumerate(input_ids):
-            if input_ids.shape[1] > self.n_in and self._has_newline(int(row[-1])):
-                done[i] = final_sql_done(self.tok.decode(row[self.n_in:], skip_special_tokens=True))
+            done[i] = self.watch.done(row[self.n_in:])
         return done
 
 
@@ -496,10 +508,8 @@ class ChatModel:
         import torch
         from transformers import DynamicCache
 
-        from learnat_cli.prompts import final_sql_done
-
         ends = self._end_ids()
-        stop = _FinalSqlStop(self.tok, 0) if stop_at_final else None
+        watch = FinalLineWatch(self.tok) if stop_at_final else None
         out: list[list[int]] = [[] for _ in range(ids.shape[0])]
         alive = list(range(ids.shape[0]))
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -514,9 +524,8 @@ class ChatModel:
                 for j, b in enumerate(alive):
                     t = int(nxt[j])
                     out[b].append(t)
-                    done = t in ends or len(out[b]) >= max_new_tokens
-                    if not done and stop is not None and stop._has_newline(t):
-                        done = final_sql_done(self.tok.decode(out[b], skip_special_tokens=True))
+                    done = t in ends or len(out[b]) >= max_new_tokens or (watch is not None
+                                                                          and watch.done(out[b]))
                     if not done:
                         keep.append(j)
                 if not keep:
