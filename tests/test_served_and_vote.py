@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import completion, reply
 
 from learnat_cli.db import execute
 from learnat_cli.errors import LearnatError
@@ -41,11 +42,7 @@ class StudentServer:
                 pass
 
             def _send(self, status, raw, kind="application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                reply(self, status, raw, kind)
 
             def do_GET(self):
                 if self.path.endswith("/models"):
@@ -71,14 +68,9 @@ class StudentServer:
                         self._send(200, b"<html>oops</html>", "text/html")
                     else:
                         n = body.get("n", 1)
-                        choices = []
-                        for i, (text, lp) in enumerate((got * n)[:n]):
-                            c = {"index": i, "message": {"role": "assistant", "content": text}}
-                            if body.get("logprobs") and lp is not None:
-                                c["logprobs"] = {"content": [{"token": "x", "logprob": lp}] * 3}
-                            choices.append(c)
-                        self._send(200, json.dumps({"choices": choices, "usage": {
-                            "prompt_tokens": 10, "completion_tokens": 5 * n}}).encode())
+                        lps = [lp for _, lp in got] if body.get("logprobs") else None
+                        self._send(200, completion([t for t, _ in got], n, {
+                            "prompt_tokens": 10, "completion_tokens": 5 * n}, lps))
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1

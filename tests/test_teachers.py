@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import completion, reply
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.sql import GoldAst
@@ -45,24 +46,9 @@ class ChatServer:
                     n = body.get("n", 1)
                     if outer.max_choices:
                         n = min(n, outer.max_choices)
-                    texts = (arg * n)[:n]
-                    data = {"choices": [{"index": i, "message": {"role": "assistant", "content": t}}
-                                        for i, t in enumerate(texts)],
-                            "usage": {"total_tokens": 10 * len(texts)}}
-                    raw = json.dumps(data).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
+                    reply(self, 200, completion(arg, n, {"total_tokens": 10 * n}))
                 else:
-                    raw = b'{"error": {"message": "nope"}}'
-                    self.send_response(kind)
-                    for k, v in (arg or {}).items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
+                    reply(self, kind, b'{"error": {"message": "nope"}}', None, arg)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
