@@ -78,16 +78,18 @@ def check_dependencies() -> list[dict]:
         try:
             found = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            rows.append({"package": name, "needed": spec, "found": None, "ok": False})
+            rows.append({"package": name, "needed": spec, "found": None, "ok": False, "matches": False})
             continue
-        ok = True
+        matches = True
         try:
             from packaging.requirements import Requirement
 
-            ok = Requirement(spec).specifier.contains(found, prereleases=True)
+            matches = Requirement(spec).specifier.contains(found, prereleases=True)
         except Exception:  # noqa: BLE001 - no packaging: presence is enough
             pass
-        rows.append({"package": name, "needed": spec, "found": found, "ok": ok})
+        # Another version (the GPU image's own torch/transformers) is reported, not failed: the checks below
+        # say whether learnat works with it. Only a missing package stops the run.
+        rows.append({"package": name, "needed": spec, "found": found, "ok": True, "matches": matches})
     return rows
 
 
@@ -158,6 +160,21 @@ def write_data(workdir: Path, n: int) -> tuple[Path, Path]:
 # Checks
 
 
+def commands_path(workdir: Path) -> str:
+    """A folder that makes ``learnat_commands`` importable from a plain checkout (pyproject maps it to
+    ``commands/``; an installed learnat needs nothing): empty when it already imports."""
+    import importlib.util
+
+    if importlib.util.find_spec("learnat_commands") is not None:
+        return ""
+    shim = workdir / "shim"
+    shim.mkdir(exist_ok=True)
+    link = shim / "learnat_commands"
+    if not link.exists():
+        link.symlink_to(ROOT / "commands", target_is_directory=True)
+    return str(shim)
+
+
 def run_cli(name: str, model: Path, data: tuple[Path, Path], workdir: Path, steps: int, gpu: bool,
             timeout: int) -> dict:
     """One ``learnat sft|mdpo`` run under ``accelerate launch`` (one process, ``--gpus 1``); its manifest."""
@@ -174,7 +191,8 @@ def run_cli(name: str, model: Path, data: tuple[Path, Path], workdir: Path, step
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--module", "learnat_commands.main", stage,
            *args]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), commands_path(workdir), os.environ.get("PYTHONPATH", "")) if p))
     t0 = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False,
@@ -258,8 +276,7 @@ def generation(model: Path, batch_sizes: list[int], new_tokens: int, gpu: bool) 
     from learnat_cli.models import ChatModel
 
     cm = ChatModel(str(model), device="cuda" if gpu else "cpu")
-    if gpu:
-        cm.model.to(torch.bfloat16)
+    dtype = str(cm.model.dtype).replace("torch.", "")
     msgs = [[{"role": "user", "content": f"Question: How many singers are older than {20 + i}?"}]
             for i in range(max(batch_sizes))]
     cm.chat_batch(msgs[:1], max_new_tokens=4)  # warm-up
@@ -272,7 +289,18 @@ def generation(model: Path, batch_sizes: list[int], new_tokens: int, gpu: bool) 
         if gpu:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        rows.append({"batch": b, "questions_per_s": b / dt, "s": dt, "ok": len(answers) == b})
+        rows.append({"batch": b, "questions_per_s": b / dt, "s": dt, "ok": len(answers) == b, "dtype": dtype})
+    # ask --samples 8: greedy + 7 samples from one prefill (the vote's candidates)
+    n = 8
+    if gpu:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    cands = cm.sample(msgs[0], n, temperature=0.8, top_p=0.95, seed=0, max_new_tokens=new_tokens)
+    if gpu:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    rows.append({"batch": f"sample {n}", "questions_per_s": 1 / dt, "s": dt, "dtype": dtype,
+                 "ok": len(cands) == n and all(math.isfinite(c.logprob) for c in cands)})
     return rows
 
 
@@ -292,7 +320,8 @@ def print_table(report: dict) -> None:
         print(f"{check:<28}{result:<54}{'ok' if ok else ('-' if ok is None else 'FAIL')}")
 
     for d in report["dependencies"]:
-        line(f"dep {d['package']}", f"found {d['found'] or 'MISSING'}  (needs {d['needed']})", d["ok"])
+        note = "" if d.get("matches", True) or not d["found"] else "  other version"
+        line(f"dep {d['package']}", f"found {d['found'] or 'MISSING'}  (pin {d['needed']}){note}", d["ok"])
     for r in report.get("runs", []):
         if "error" in r:
             line(r["run"], r["error"][:52], False)
@@ -305,9 +334,12 @@ def print_table(report: dict) -> None:
         line("mdpo vs trl dpo step", f"{c['mdpo_step_s'] * 1000:.1f} vs {c['dpo_step_s'] * 1000:.1f} ms "
                                      f"(ratio {c['ratio']:.2f}, target <= 1.10)", c["ok"])
     for g in report.get("generation", []):
-        line(f"generate batch {g['batch']}", f"{g['questions_per_s']:.2f} questions/s ({g['s']:.2f} s)",
-             g["ok"])
-    missing = [d for d in report["dependencies"] if not d["ok"]]
+        sample = str(g["batch"]).startswith("sample")
+        what = f"generate {g['batch']}" if sample else f"generate batch {g['batch']}"
+        line(what, f"{g['questions_per_s']:.2f} questions/s ({g['s']:.2f} s, {g.get('dtype', '-')})", g["ok"])
+    for r in report.get("skipped", []):
+        line(r, "skipped: the --deadline was reached", None)
+    missing = [d for d in report["dependencies"] if not d["found"]]
     if missing:
         print("bring as wheels (pip download on a machine with network, pip install --no-index there): "
               + " ".join(f"'{d['needed']}'" for d in missing))
@@ -321,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 30 GPU, 3 dry)")
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     ap.add_argument("--batch-sizes", default="1,8,32", help="generation batch sizes (GPU; dry run: 1,2)")
-    ap.add_argument("--json", default=None, help="also write the report here")
+    ap.add_argument("--json", default=None, help="also write the report here (after every check)")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds after which the remaining training runs are skipped (default 360 on a GPU)")
     args = ap.parse_args(argv)
     t0 = time.time()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
@@ -348,17 +382,36 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = build_student(work, gpu)
         data = write_data(work, 32)
-        report["runs"] = [run_cli(r, model, data, work, steps, gpu,
-                                  timeout=300 if gpu else 240) for r in runs]
-        report["mdpo_vs_dpo"] = mdpo_vs_dpo(model, data, work, max(steps // 2, 4), gpu)
+        deadline = t0 + (args.deadline or (360 if gpu else 1e9))
+
+        def save() -> None:
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+
+        # generation first: short, and the one check of ask on CUDA
         report["generation"] = generation(model, sizes, 32 if gpu else 4, gpu)
+        save()
+        print(f"gpu-check: generation done at {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        report["runs"], report["skipped"] = [], []
+        for r in runs:
+            if time.time() > deadline:
+                report["skipped"].append(r)
+                continue
+            report["runs"].append(run_cli(r, model, data, work, steps, gpu, timeout=150 if gpu else 240))
+            print(f"gpu-check: {r} done at {time.time() - t0:.0f} s: {report['runs'][-1]}", file=sys.stderr,
+                  flush=True)
+            save()
+        if time.time() <= deadline + 60:
+            report["mdpo_vs_dpo"] = mdpo_vs_dpo(model, data, work, max(steps // 2, 4), gpu)
+        else:
+            report["skipped"].append("mdpo vs trl dpo")
     checks = [d["ok"] for d in deps] + [r["ok"] for r in report["runs"]]
     checks += [g["ok"] for g in report["generation"]]
-    checks.append(report["mdpo_vs_dpo"]["ok"] is not False)
+    checks.append(report.get("mdpo_vs_dpo", {}).get("ok") is not False)
     report.update(ok=all(checks), total_s=time.time() - t0)
     print_table(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     return 0 if report["ok"] else 1
 
 

@@ -177,3 +177,20 @@ def test_batched_greedy_drops_finished_rows(tiny_model_dir):
     assert lm.chat_batch(prompts, max_new_tokens=10) == one
     counts = lm.last_token_counts
     assert counts[1] == rows[1].index(end) + 1 and counts[1] < max(counts)
+
+
+def test_cuda_decoding_leaves_cudnn_attention_out(tiny_model_dir):
+    """On CUDA, ChatModel decodes with SDPA's flash/efficient/math kernels: cuDNN attention builds a plan per
+    new key length, i.e. per decoding step of a new prompt (3.5x slower per step on an H200, BENCHMARKS.md).
+    The switch is PyTorch's global flag, set only inside the call and restored after; CPU is left alone."""
+    import torch
+
+    lm = ChatModel(str(tiny_model_dir), device="cpu")
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled())
+    with lm._attention_kernels():
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before[0]  # CPU: nothing changed
+    lm.device = "cuda"  # what a CUDA load sets; sdpa_kernel itself needs no GPU
+    with lm._attention_kernels():
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
