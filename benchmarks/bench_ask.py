@@ -12,9 +12,10 @@ labels.
 samples at ``--temperature``/``--top-p``, voted by executed result), to compare with ``zero`` (greedy).
 
 ``--throughput N`` only times batch ask (zero-shot, greedy, ``learnat_cli.stages.ask.ask``) on N of the
-sampled questions for each ``ENGINE:BATCH`` of ``--runs`` (the first is the baseline: today's sequential
-transformers path), and prints questions per second, the speed-up over the baseline, EX, and whether runs on
-the same engine gave the same predictions.
+sampled questions for each ``ENGINE:BATCH[:SCHEMA]`` of ``--runs`` (the first is the baseline: today's
+sequential transformers path; SCHEMA sql or compact, default ``--schema-format``), and prints questions per
+second, the speed-up over the baseline, EX, and whether runs on the same engine and schema gave the same
+predictions.
 
 Accuracy uses Spider test-suite execution semantics (learnat_cli.metrics). The Spider train index is built
 once (into --index, default bench-results/spider-train-index) with the default MiniLM embedder. Every answered
@@ -196,15 +197,16 @@ def throughput(args, dev, root) -> int:
 
     runs = []
     for item in args.runs.split(","):
-        engine, _, bs = item.strip().partition(":")
-        runs.append((engine, int(bs or 1)))
+        engine, _, rest = item.strip().partition(":")
+        bs, _, fmt = rest.partition(":")
+        runs.append((engine, int(bs or 1), fmt or args.schema_format))
     sample = random.Random(args.seed).sample(dev, args.throughput)
-    cfg = AskConfig(decompose="never", k_demos=0, max_new_tokens=args.max_new_tokens)
     db_root = str(root / "database")
-    preds: dict[tuple[str, int], list] = {}
+    preds: dict[tuple[str, int, str], list] = {}
     base_t = None
     lm, lm_engine = None, None
-    for engine, bs in runs:
+    for engine, bs, fmt in runs:
+        cfg = AskConfig(decompose="never", k_demos=0, max_new_tokens=args.max_new_tokens, schema_format=fmt)
         if engine != lm_engine:
             lm = None
             gc.collect()
@@ -215,10 +217,10 @@ def throughput(args, dev, root) -> int:
         base_t = base_t or dt
         ok = sum(exec_match(root / "database" / r.db_id / f"{r.db_id}.sqlite", r.pred, r.gold, "spider",
                             30.0)[0] for r in recs if r.pred and r.error is None)
-        preds[(engine, bs)] = [(r.pred, r.error) for r in recs]
-        same = [f"{e}:{b}" for (e, b), p in preds.items() if e == engine and b != bs
-                and p == preds[(engine, bs)]]
-        print(f"{engine:12s} batch {bs:3d}: {len(sample)} questions in {dt:7.1f} s = "
+        preds[(engine, bs, fmt)] = [(r.pred, r.error) for r in recs]
+        same = [f"{e}:{b}" for (e, b, f), p in preds.items() if e == engine and b != bs and f == fmt
+                and p == preds[(engine, bs, fmt)]]
+        print(f"{engine:12s} batch {bs:3d} schema {fmt:7s}: {len(sample)} questions in {dt:7.1f} s = "
               f"{len(sample) / dt:.3f} q/s "
               f"({base_t / dt:.2f}x the baseline), EX {100 * ok / len(sample):.1f}%"
               + (f", same predictions as {', '.join(same)}" if same else ""), flush=True)

@@ -246,8 +246,12 @@ def _peak_fp32_gflops(seconds: float = 3.0) -> float:
     return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
 
 
+LEVERS = ("today", "scoring", "compact", "layers", "grouped", "all")
+
+
 def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: int, workdir: Path,
-                      lora_layers: int = 6, batch: int = 4, seed: int = 0) -> dict:
+                      lora_layers: int = 6, batch: int = 4, seed: int = 0,
+                      which: tuple[str, ...] = ("today", "scoring", "compact", "layers", "all")) -> dict:
     """Issue 15 part 2 on real SFT rows (``build-pairs --sft`` of Spider train decompositions): examples per
     CPU hour of LoRA SFT on the 0.5B, today's settings (CREATE TABLE schema, LoRA on every layer, batch 1)
     against the levers (compact schema, LoRA on the last ``lora_layers`` layers, length-grouped batches of
@@ -259,7 +263,7 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
     import torch
 
     from learnat_cli.models import resolve_model
-    from learnat_cli.training.runner import SftConfig, build_sft_trainer
+    from learnat_cli.training.runner import SftConfig, build_sft_trainer, score_label_positions_only
 
     path = resolve_model(model_spec)
 
@@ -270,11 +274,20 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
     compact = load(rows_compact) if rows_compact else {}
     ids = sorted(set(sql) & set(compact)) if compact else sorted(sql)
     ids = random.Random(seed).sample(ids, min(n, len(ids)))
-    configs = [("today: sql schema, all layers, batch 1", sql, {}, 1),
-               ("compact schema only", compact, {}, 1),
-               (f"LoRA on the last {lora_layers} layers only", sql, {"lora_layers": lora_layers}, 1),
-               (f"length-grouped batches of {batch}", sql, {"group_by_length": True}, batch),
-               ("all levers", compact, {"lora_layers": lora_layers, "group_by_length": True}, batch)]
+    # "today" is TRL's scoring of every position through the LM head; every lever below keeps learnat's
+    # scoring of the labelled positions only (score_label_positions_only) and adds one change.
+    # Batches of several rows buy nothing on CPU (compute-bound; one row a step has no padding at all) and
+    # cost memory: length-grouped batches of 4 CREATE-TABLE rows with LoRA on every layer went past 24 GB and
+    # were killed (2026-11-27), so "grouped" is not in the default set and "all levers" trains one row a step.
+    table = {"today": ("today: sql schema, all layers, batch 1", sql, {"score_all": True}, 1),
+             "scoring": ("LM head on labelled positions only", sql, {}, 1),
+             "compact": ("+ compact schema", compact, {}, 1),
+             "layers": (f"+ LoRA on the last {lora_layers} layers only", sql,
+                        {"lora_layers": lora_layers}, 1),
+             "grouped": (f"+ length-grouped batches of {batch}", sql, {"group_by_length": True}, batch),
+             "all": ("all levers (compact, upper LoRA, labelled positions, batch 1)", compact,
+                     {"lora_layers": lora_layers}, 1)}
+    configs = [table[c] for c in which]
     peak = _peak_fp32_gflops()
     out: dict = {"model": path, "examples": len(ids), "peak_fp32_gflops": round(peak, 1), "configs": []}
     for label, rows_by_id, kw, bs in configs:
@@ -282,9 +295,14 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
             continue
         rows = [rows_by_id[i] for i in ids]
         steps = len(rows) // bs
+        kw = dict(kw)
+        score_all = kw.pop("score_all", False)
         cfg = SftConfig(output_dir=str(workdir / "lev"), model=path, batch_size=bs, grad_accum=1,
                         max_steps=steps, cpu=True, save_steps=0, max_length=4096, **kw)
         trainer, _ = build_sft_trainer(cfg, rows=rows)
+        score_label_positions_only(not score_all)  # consulted at every forward: set after the build
+        labelled = sum(int((trainer.data_collator([trainer.train_dataset[i]])["labels"] != -100).sum())
+                       for i in range(len(trainer.train_dataset)))
         timer = _step_timer()
         trainer.add_callback(timer)
         with contextlib.redirect_stdout(sys.stderr):
@@ -301,12 +319,17 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
         layers_bw = kw.get("lora_layers") or conf.num_hidden_layers
         body_bw = body * layers_bw / conf.num_hidden_layers
         tok_ex = (tokens / (steps * bs)) if tokens else None
-        flops_ex = (2 * (body + head) + 2 * (body_bw + head)) * tok_ex if tok_ex else None
+        scored_ex = tok_ex if score_all else labelled / len(rows)  # positions through the LM head
+        # forward 2*body and backward (activation gradients, down to the lowest LoRA layer) 2*body_bw FLOPs
+        # per token; the LM head forward and backward, 4*head per scored position
+        flops_ex = (2 * body + 2 * body_bw) * tok_ex + 4 * head * scored_ex if tok_ex else None
         row = {"config": label, "batch": bs, "examples_per_h": round(3600 / per_ex, 1),
                "s_per_example": round(per_ex, 2), "tokens_per_example": round(tok_ex, 1) if tok_ex else None,
+               "labelled_per_example": round(labelled / len(rows), 1),
                "gflops_per_s": round(flops_ex / per_ex / 1e9, 1) if flops_ex else None}
         row["fraction_of_peak"] = round(row["gflops_per_s"] / peak, 3) if row["gflops_per_s"] else None
-        if label == "all levers":  # what bounds the rest: the forward pass alone on one batch
+        score_label_positions_only()
+        if label.startswith("all levers"):  # what bounds the rest: the forward pass alone on one batch
             model.eval()
             b = trainer.data_collator([trainer.train_dataset[i] for i in range(bs)])
             with torch.no_grad():
@@ -319,6 +342,42 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
     base = out["configs"][0]["examples_per_h"]
     for r in out["configs"]:
         r["speedup"] = round(r["examples_per_h"] / base, 2)
+    return out
+
+
+def bench_mdpo_prefix(model_spec, pairs: Path, n: int, workdir: Path, lora_layers: int = 8,
+                      seed: int = 0) -> dict:
+    """Issue 15: MDPO pairs per CPU hour on the 0.5B, each pair's prompt run once (``--shared-prefix on``)
+    against TRL's plain forward of full chosen and rejected rows (``off``), same ``n`` seeded pairs, one pair
+    a step, LoRA on the last ``lora_layers`` layers, reference = the adapter disabled (the loop's setting)."""
+    import contextlib
+    import random
+
+    from learnat_cli.models import resolve_model
+    from learnat_cli.training.mdpo_trainer import MdpoConfig, build_mdpo_trainer, load_pairs
+
+    path = resolve_model(model_spec)
+    rows = load_pairs(str(pairs))
+    rows = random.Random(seed).sample(rows, min(n, len(rows)))
+    out: dict = {"pairs": len(rows), "runs": []}
+    for mode in ("off", "on"):
+        cfg = MdpoConfig(input=str(pairs), output_dir=str(workdir / f"mdpo-{mode}"), model=path, batch_size=1,
+                         grad_accum=1, max_steps=len(rows), cpu=True, save_steps=0, max_length=2048,
+                         lora_layers=lora_layers, shared_prefix=mode, seed=seed)
+        trainer, _ = build_mdpo_trainer(cfg, rows=rows)
+        timer = _step_timer()
+        trainer.add_callback(timer)
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
+        timed = timer.times[1:]
+        per = sum(timed) / len(timed)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        out["runs"].append({"shared_prefix": mode, "s_per_pair": round(per, 2),
+                            "pairs_per_h": round(3600 / per, 1), "first_loss": losses[0] if losses else None})
+        print(f"   shared prefix {mode:3s}: {3600 / per:7.1f} pairs/h ({per:.2f} s a pair)", file=sys.stderr,
+              flush=True)
+        del trainer
+    out["speedup"] = round(out["runs"][0]["s_per_pair"] / out["runs"][1]["s_per_pair"], 2)
     return out
 
 
@@ -335,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=None, help="--levers on real SFT rows (build-pairs --sft output)")
     ap.add_argument("--rows-compact", default=None, help="the same rows with --schema-format compact")
     ap.add_argument("--n", type=int, default=12, help="--rows: examples per configuration")
+    ap.add_argument("--lora-layers", type=int, default=8, help="--rows: the upper-layer LoRA lever")
+    ap.add_argument("--mdpo-pairs", default=None,
+                    help="time MDPO on these pairs (build-pairs output), shared prefix on vs off (--n pairs)")
+    ap.add_argument("--lever-configs", default="today,scoring,compact,layers,all",
+                    help=f"--rows: which of {','.join(LEVERS)} (the first is the baseline)")
     args = ap.parse_args(argv)
 
     import torch
@@ -344,16 +408,31 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="learnat-bench-train-") as tmp:
         tmp = Path(tmp)
+        if args.mdpo_pairs:
+            res = bench_mdpo_prefix(args.model, Path(args.mdpo_pairs), args.n, tmp,
+                                    lora_layers=args.lora_layers)
+            print(f"== MDPO on {res['pairs']} real pairs, LoRA on the last {args.lora_layers} layers of the "
+                  f"0.5B (issue 15)")
+            for r in res["runs"]:
+                print(f"   shared prefix {r['shared_prefix']:3s}: {r['pairs_per_h']:7.1f} pairs/h "
+                      f"({r['s_per_pair']} s a pair), first loss {r['first_loss']}")
+            print(f"   speed-up {res['speedup']}x")
+            if args.json:
+                print(json.dumps({"mdpo_prefix": res}))
+            return 0
         if args.levers and args.rows:
             lev = bench_levers_real(args.model, Path(args.rows), Path(args.rows_compact) if args.rows_compact
-                                    else None, args.n, tmp)
+                                    else None, args.n, tmp, lora_layers=args.lora_layers,
+                                    which=tuple(args.lever_configs.split(",")))
             print(f"== CPU speed levers on {lev['examples']} real SFT rows, LoRA SFT on the 0.5B, "
                   f"peak fp32 {lev['peak_fp32_gflops']} GFLOP/s (issue 15)")
-            print("| configuration | batch | examples/h | speed-up | tokens/example | GFLOP/s | of peak |")
-            print("|---|---|---|---|---|---|---|")
+            print("| configuration | batch | examples/h | speed-up | tokens/example | labelled/example "
+                  "| GFLOP/s | of peak |")
+            print("|---|---|---|---|---|---|---|---|")
             for r in lev["configs"]:
                 print(f"| {r['config']} | {r['batch']} | {r['examples_per_h']} | {r['speedup']}x | "
-                      f"{r['tokens_per_example']} | {r['gflops_per_s']} | {r['fraction_of_peak']} |")
+                      f"{r['tokens_per_example']} | {r['labelled_per_example']} | {r['gflops_per_s']} | "
+                      f"{r['fraction_of_peak']} |")
             if "forward_share" in lev["configs"][-1]:
                 print(f"all levers: the forward pass is {lev['configs'][-1]['forward_share']:.0%} of a step")
             if args.json:

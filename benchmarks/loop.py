@@ -47,6 +47,14 @@ CONFIGS = {
 ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")  # Spider's, then BIRD's
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def levels_of(rows: list[dict]) -> list[str]:
     seen = {lv for r in rows for lv in r["by_hardness"]}
     return [lv for lv in ORDER if lv in seen] + sorted(seen - set(ORDER))
@@ -141,8 +149,8 @@ class Loop:
                       "--lora-r", "4", "--max-length", "4096"]
         else:
             flags += ["--epochs", str(self.a.epochs), "--batch-size", str(self.a.batch_size),
-                      "--grad-accum", str(self.a.grad_accum), "--group-by-length",
-                      "--max-length", "2048"]
+                      "--grad-accum", str(self.a.grad_accum), "--max-length", "2048"]
+            flags += ["--group-by-length"] if self.a.batch_size > 1 else []
             if self.a.lora_layers:
                 flags += ["--lora-layers", str(self.a.lora_layers)]
         if stage == "sft":
@@ -151,6 +159,17 @@ class Loop:
             flags += ["--beta", "0.1", "--gamma", "0" if stage == "dpo" else "1"]
             flags += ["--lr", "2e-5"] if not tiny else []
         return flags
+
+    def pair_sample(self, pairs: Path) -> Path:
+        """``--pairs`` preference pairs drawn (seeded) from all the trees' pairs, in file order: MDPO and the
+        DPO ablation train on the same pairs, spread over every tree rather than the first trees' pairs."""
+        out = self.dir / "pairs-train.jsonl"
+        if out.exists() and out.stat().st_mtime >= pairs.stat().st_mtime:
+            return out
+        lines = [ln for ln in pairs.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        keep = sorted(random.Random(self.a.seed).sample(range(len(lines)), min(self.a.pairs, len(lines))))
+        out.write_text("".join(lines[i] + "\n" for i in keep), encoding="utf-8")
+        return out
 
     def trained(self, stage: str) -> bool:
         man = self.dir / stage / "manifest.json"
@@ -191,15 +210,16 @@ class Loop:
             if stage in need and not self.trained(stage):
                 if not self.trained("sft"):
                     break  # the SFT budget ran out in this sitting
-                self.learnat(stage, "mdpo", str(pairs), "--model", str(self.dir / "sft"), "-o",
-                             str(self.dir / stage), "--limit", str(a.pairs), *self.train_flags(stage))
+                self.learnat(stage, "mdpo", str(self.pair_sample(pairs)), "--model", str(self.dir / "sft"),
+                             "-o", str(self.dir / stage), *self.train_flags(stage))
         # 6-7. ask and eval per configuration
         for name in a.configs:
             stage, mode, _ = CONFIGS[name]
             if stage is not None and not self.trained(stage):
                 continue
             preds, report = self.dir / f"ask-{name}.jsonl", self.dir / f"eval-{name}.json"
-            adapter = ["--adapter", str(self.dir / stage)] if stage else []
+            # base configurations name no adapter explicitly: a shipped trained student is not the base
+            adapter = ["--adapter", str(self.dir / stage) if stage else "none"]
             if count_lines(preds) < count_lines(evals):
                 tiny = ["--max-new-tokens", "16", "--retries", "0"]
                 extra = tiny if a.scale == "tiny" else []
@@ -243,7 +263,7 @@ class Loop:
                "decompositions": count_lines(self.dir / "decompositions.jsonl"),
                "sft_rows": count_lines(self.dir / "sft.jsonl"),
                "pairs": count_lines(self.dir / "pairs.jsonl"),
-               "pairs_used": min(self.a.pairs, count_lines(self.dir / "pairs.jsonl")),
+               "pairs_used": count_lines(self.dir / "pairs-train.jsonl"),
                "training": {s: self._manifest(s) for s in ("sft", "mdpo", "dpo")},
                "seconds": self.state.get("seconds", {}), "results": rows, "ran_this_time": self.ran}
         (self.dir / "results.json").write_text(json.dumps(out, indent=1))
@@ -330,9 +350,12 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", default="ast")
     ap.add_argument("--gpus", type=int, default=1)
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--grad-accum", type=int, default=4)
-    ap.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N layers only (CPU)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="rows per step (default: 4 on a GPU; 1 on CPU, where a batch only adds padding and "
+                         "memory: docs/BENCHMARKS.md, CPU speed levers)")
+    ap.add_argument("--grad-accum", type=int, default=None, help="default: 16 rows per update in all")
+    ap.add_argument("--lora-layers", type=int, default=None,
+                    help="LoRA on the last N layers only (default: all on a GPU, 8 of 24 on CPU)")
     ap.add_argument("--schema-format", default="sql", choices=("sql", "compact"),
                     help="the schema rendering, in training rows and in ask alike")
     ap.add_argument("--backend", default=None, help="ask's engine (default: auto; tiny: transformers)")
@@ -345,6 +368,11 @@ def main(argv=None) -> int:
     bad = [c for c in args.configs if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration(s) {', '.join(bad)}; known: {', '.join(CONFIGS)}")
+    gpu = args.gpus > 1 or _cuda()
+    args.batch_size = args.batch_size or (4 if gpu else 1)
+    args.grad_accum = args.grad_accum or max(1, 16 // args.batch_size)
+    if args.lora_layers is None and not gpu and args.scale != "tiny":
+        args.lora_layers = 8
     args.name = args.name or ("tiny" if args.scale == "tiny" else "spider-0.5b")
     args.backend = args.backend or ("transformers" if args.scale == "tiny" else "auto")
     if args.scale == "full" and not (Path(args.spider) / "train_spider.json").exists():

@@ -26,7 +26,8 @@ def ask_cmd(
     index: Annotated[str | None, Opt(help="FAISS demonstration index (learnat index).")] = None,
     k: Annotated[int, Opt("--k", help="Demonstrations to retrieve.")] = 3,
     model: Annotated[str | None, Opt(help="Model folder or hub id (default: embedded 0.5B).")] = None,
-    adapter: Annotated[str | None, Opt(help="LoRA adapter from learnat sft/mdpo.")] = None,
+    adapter: Annotated[str | None, Opt(help="LoRA adapter from learnat sft/mdpo; none: the plain base "
+                                            "(default: the shipped trained student, if any).")] = None,
     backend: Annotated[str, Opt(help="auto (ct2 on CPU when installed) | transformers | ct2 | llamacpp | "
                                      "openai (a served model: --base-url, --model).")] = "auto",
     base_url: Annotated[str | None, Opt(envvar="LEARNAT_STUDENT_URL", help="openai: server URL (.../v1).")] \
@@ -36,7 +37,8 @@ def ask_cmd(
     device: Annotated[str, Opt(help="auto (CUDA if present) | cpu | cuda: student, embedder.")] = "auto",
     decompose: Annotated[str, Opt(help="auto (fast path for simple questions) | always | never.")] = "auto",
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
-    schema_format: Annotated[str, Opt(help="sql (CREATE TABLE) | compact (one line per table).")] = "sql",
+    schema_format: Annotated[str, Opt(help="auto (the adapter's training format, else sql) | sql (CREATE "
+                                           "TABLE) | compact (one line per table).")] = "auto",
     schema_values: Annotated[bool, Opt("--schema-values/--no-schema-values", help="Sample values.")] = True,
     evidence: Annotated[str | None, Opt(help="A hint (BIRD evidence).")] = None,
     max_new_tokens: Annotated[int, Opt(help="Answer budget (p99 of training answers).")] = 560,
@@ -55,10 +57,13 @@ def ask_cmd(
 
 def _ask(o: SimpleNamespace) -> None:
     from learnat_cli.errors import LearnatError
+    from learnat_cli.shipped import adapter_schema_format, resolve_adapter
     from learnat_cli.stages import ask as stage
 
+    adapter = resolve_adapter(o.model, o.adapter, o.backend)
+    fmt = (adapter_schema_format(adapter) or "sql") if o.schema_format == "auto" else o.schema_format
     cfg = stage.AskConfig(decompose=o.decompose, fast_threshold=o.fast_threshold, k_demos=o.k,
-                          timeout_s=o.timeout, schema_format=o.schema_format, schema_values=o.schema_values,
+                          timeout_s=o.timeout, schema_format=fmt, schema_values=o.schema_values,
                           max_new_tokens=o.max_new_tokens, retries=o.retries, samples=o.samples,
                           temperature=o.temperature, top_p=o.top_p, seed=o.seed)
     cfg.check()
@@ -67,7 +72,7 @@ def _ask(o: SimpleNamespace) -> None:
     if not batch and not o.question:
         raise LearnatError("give a question, or '-' / --input FILE for question rows")
     with console.status("loading model...") as spin:
-        lm, index = stage.load(o.model, o.adapter, o.backend, o.device, o.index,
+        lm, index = stage.load(o.model, adapter, o.backend, o.device, o.index,
                                progress=model_progress(spin), base_url=o.base_url, api_key=o.api_key,
                                concurrency=o.concurrency)
     if not batch:

@@ -20,7 +20,8 @@ One text whatever the source: the renderer never looks at where a :class:`Schema
 
 Formats (``fmt``): ``sql`` (default), CREATE TABLE statements with ``-- e.g.`` value comments; ``compact``,
 one line per table: ``books(book_id NUMBER PK, title TEXT [e.g. 'Dune', 'Emma'], author_id NUMBER FK
-authors.author_id)``. Budget: whole tables only; over ``max_tokens``, values go first, then tables are kept by
+authors.author_id)``, with two sample values of text and time columns only (24 characters at most).
+Budget: whole tables only; over ``max_tokens``, values go first, then tables are kept by
 relevance to the question (word overlap with table/column names) and the rest are listed by name only.
 """
 
@@ -187,10 +188,17 @@ def estimate_tokens(text: str) -> int:
     return int(len(text) / 3.5) + 1
 
 
-def _fmt_value(v) -> str:
+# compact: sample values only where a question's words meet a stored literal (texts, dates), two of them,
+# 24 characters at most -- ids and measures as samples were most of the compact text and name nothing a
+# question says (docs/BENCHMARKS.md, "The student's prompt").
+_COMPACT_SAMPLED = ("TEXT", "TIME")
+_COMPACT_SAMPLES = 2
+
+
+def _fmt_value(v, width: int = 40) -> str:
     if isinstance(v, str):
         v = " ".join(v.split())
-        v = v if len(v) <= 40 else v[:37] + "..."
+        v = v if len(v) <= width else v[:width - 3] + "..."
         return "'" + v.replace("'", "''") + "'"
     return str(v)
 
@@ -214,8 +222,8 @@ def render_table(t: Table, with_samples: bool = True, fmt: str = "sql") -> str:
         for c in t.columns:
             s = f"{_ident(c.name)} {canonical_type(c.type)}" + (" PK" if c.primary_key else "")
             s += "".join(f" FK {ref}" for ref in fk_of.get(c.name.lower(), []))
-            if with_samples and c.samples:
-                s += " [e.g. " + ", ".join(_fmt_value(v) for v in c.samples) + "]"
+            if with_samples and c.samples and canonical_type(c.type) in _COMPACT_SAMPLED:
+                s += " [e.g. " + ", ".join(_fmt_value(v, 24) for v in c.samples[:_COMPACT_SAMPLES]) + "]"
             parts.append(s)
         return f"{_ident(t.name)}({', '.join(parts)})"
     lines = []

@@ -47,6 +47,10 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
         man = json.loads((run / stage / "manifest.json").read_text())
         assert man["complete"] and (run / stage / "adapter_config.json").exists()
     assert json.loads((run / "mdpo" / "manifest.json").read_text())["init_adapter"] == str(run / "sft")
+    # MDPO and DPO train on one seeded sample of the pairs, in file order
+    sample = (run / "pairs-train.jsonl").read_text().splitlines()
+    every = (run / "pairs.jsonl").read_text().splitlines()
+    assert sample and set(sample) <= set(every) and sample == sorted(sample, key=every.index)
     md = (run / "results.md").read_text()
     assert "SFT+MDPO, adaptive path" in md and "SFT+DPO (gamma=0), decomposition" in md
     # every command the loop ran is in commands.sh, replayable as is

@@ -12,7 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.training.mdpo_trainer import MdpoConfig, build_mdpo_trainer, load_pairs, mdpo_losses
+from learnat_cli.training.mdpo_trainer import (
+    MdpoConfig,
+    build_mdpo_trainer,
+    load_pairs,
+    mdpo_losses,
+    shared_prefix_logps,
+)
 from learnat_commands.main import app
 
 torch = pytest.importorskip("torch")
@@ -150,14 +156,17 @@ def _random_lora():
                       init_lora_weights=False)
 
 
-@pytest.mark.parametrize("gamma, precompute", [(0.0, False), (1.5, False), (1.5, True)])
-def test_trainer_loss_equals_hand_computed_loss(tiny_model_dir, tmp_path, gamma, precompute):
+@pytest.mark.parametrize("gamma, precompute, shared", [(0.0, False, "auto"), (1.5, False, "auto"),
+                                                       (1.5, True, "auto"), (1.5, False, "off")])
+def test_trainer_loss_equals_hand_computed_loss(tiny_model_dir, tmp_path, gamma, precompute, shared):
+    """shared auto: on CPU each pair's prompt runs once (shared_prefix_logps); off: TRL's plain forward."""
     n = len(PAIRS)
     cfg = MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), output_dir=str(tmp_path / "out"),
                      model=str(tiny_model_dir), batch_size=n, grad_accum=1, max_steps=1, beta=0.5,
                      gamma=gamma,
-                     cpu=True, precompute_ref=precompute)
+                     cpu=True, precompute_ref=precompute, shared_prefix=shared)
     trainer, _ = build_mdpo_trainer(cfg, peft_config=_random_lora())
+    assert trainer.shared_prefix == (shared == "auto")
     assert "margin" in trainer.train_dataset.column_names
     loss, batch = _trainer_loss(trainer, n)
     # The margin column survives remove_unused_columns and the collator (order follows the sampler's shuffle).
@@ -325,3 +334,44 @@ def test_cli_mdpo_config_file_eval_file_and_shared_options(tiny_model_dir, tmp_p
     conf.write_text("margin_form: cubic\n")
     res = CliRunner().invoke(app, ["mdpo", str(inp), "--config", str(conf)])
     assert res.exit_code == 2 and f"{conf}: field 'margin_form': unknown margin form 'cubic'" in res.stderr
+
+
+def test_shared_prefix_logps_and_gradients_equal_the_plain_forward(tiny_model_dir, tmp_path):
+    """Each pair's prompt run once into a KV cache (then repeated for chosen and rejected) gives the same
+    summed completion log-probs, and the same LoRA gradients, as TRL's plain forward over full rows."""
+    cfg = MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), output_dir=str(tmp_path / "out"),
+                     model=str(tiny_model_dir), batch_size=len(PAIRS), grad_accum=1, max_steps=1, cpu=True)
+    trainer, _ = build_mdpo_trainer(cfg, peft_config=_random_lora())
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    model.eval()  # no dropout: the two paths see the same function
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    seq_len = labels.shape[1] - 1
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+
+    def grads(logps):
+        model.zero_grad()
+        (logps * torch.arange(1, len(logps) + 1)).sum().backward()  # every row weighs differently
+        return [p.grad.clone() for p in lora]
+
+    plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                  fused_lm_head=True, use_cache=False).log_probs[:, -seq_len:].sum(dim=1)
+    shared = shared_prefix_logps(model, batch["input_ids"], batch["attention_mask"], labels != -100)
+    assert torch.allclose(plain, shared, atol=1e-4), (plain, shared)
+    g_plain, g_shared = grads(plain), grads(shared)
+    assert any(float(g.abs().sum()) > 0 for g in g_plain)
+    for a, b in zip(g_plain, g_shared, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+    with model.disable_adapter():  # the reference pass: adapter off, same equality
+        ref_plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                          fused_lm_head=True, use_cache=False).log_probs[:, -seq_len:].sum(dim=1)
+        ref_shared = shared_prefix_logps(model, batch["input_ids"], batch["attention_mask"], labels != -100)
+    assert torch.allclose(ref_plain, ref_shared, atol=1e-4)
+    assert not torch.allclose(ref_plain, plain, atol=1e-3)
+
+
+def test_shared_prefix_option_errors(tiny_model_dir, tmp_path):
+    with pytest.raises(LearnatError, match="auto, on or off"):
+        MdpoConfig(input="-", shared_prefix="maybe")
+    with pytest.raises(LearnatError, match="gradient checkpointing"):
+        MdpoConfig(input="-", shared_prefix="on", gradient_checkpointing=True)

@@ -369,3 +369,45 @@ def test_cpu_speed_levers_lora_upper_layers_and_length_grouping(tiny_model_dir, 
     padded = sum(b["input_ids"].numel() for b in trainer.get_train_dataloader())
     lengths = sorted(len(x) for x in trainer.train_dataset["input_ids"])
     assert padded == 4 * (lengths[-1] + lengths[3])  # the 4 short rows are not padded to the longest
+
+
+def test_cpu_loss_scores_only_the_labelled_positions(tiny_model_dir):
+    """TRL's fused LM head scores every position off Triton devices; learnat has it score the labelled ones
+    on CPU too (the prompt is most of a row). Same loss and per-token log-probabilities, fewer rows through
+    the head; the switch restores TRL's behaviour when turned off."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils as trl_utils
+
+    from learnat_cli.training.runner import score_label_positions_only
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trl_utils.add_fused_lm_head(model)
+    torch.manual_seed(0)
+    ids = torch.randint(5, 300, (2, 40))
+    labels = ids.clone()
+    labels[:, :30] = -100  # a 30-token prompt, a 10-token completion
+    labels[1, 35:] = -100  # a shorter second answer
+    seen = []
+    real = trl_utils._ChunkedLogProbFunction
+
+    class Counting:
+        @staticmethod
+        def apply(hidden, *args):
+            seen.append(hidden.shape[0])
+            return real.apply(hidden, *args)
+
+    trl_utils._ChunkedLogProbFunction = Counting
+    try:
+        score_label_positions_only(False)
+        full = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        assert score_label_positions_only() is True
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        score_label_positions_only(False)
+        again = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    finally:
+        trl_utils._ChunkedLogProbFunction = real
+        score_label_positions_only()  # the state the trainers leave the process in
+    assert seen == [2 * 39, 10 + 5, 2 * 39]  # shifted labels: 39 positions a row; 15 carry a label
+    assert torch.allclose(full.loss, compact.loss, atol=1e-6) and torch.equal(full.loss, again.loss)
+    assert torch.allclose(full.log_probs, compact.log_probs, atol=1e-6)

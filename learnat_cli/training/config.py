@@ -155,9 +155,17 @@ class MdpoConfig(TrainConfig):
     odpo_alpha: float = opt(1.0, "alpha of the odpo margin form.")
     ref_model: str | None = opt(None, "Reference model (default: the policy with its adapter disabled).")
     precompute_ref: bool = opt(False, "Compute reference log-probs once before training.")
+    shared_prefix: str = opt("auto", "Run each pair's shared prompt once for chosen and rejected: auto "
+                                     "(on CPU without gradient checkpointing), on, off.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.shared_prefix not in ("auto", "on", "off"):
+            raise LearnatError(f"--shared-prefix is auto, on or off, not {self.shared_prefix!r}",
+                               field="shared_prefix")
+        if self.shared_prefix == "on" and self.gradient_checkpointing:
+            raise LearnatError("--shared-prefix on needs the prompt's KV cache, which gradient checkpointing "
+                               "drops: use one or the other", field="shared_prefix")
         if self.margin_form not in MARGIN_FORMS:
             raise LearnatError(f"unknown margin form {self.margin_form!r} (expected one of "
                                f"{', '.join(MARGIN_FORMS)})", field="margin_form")

@@ -47,6 +47,7 @@ from learnat_cli.training.runner import (
     lora_config,
     quiet,
     run_trainer,
+    score_label_positions_only,
     split_eval,
 )
 
@@ -115,6 +116,52 @@ def mdpo_losses(chosen_logratios, rejected_logratios, margins, *, beta: float, g
                        field="margin_form")
 
 
+def shared_prefix_logps(lm, input_ids, attention_mask, completion_mask):
+    """Summed completion log-probabilities of each row of a preference batch -- chosen rows, then rejected
+    rows, right-padded, as TRL's collator builds it -- with each pair's shared prompt run once.
+
+    A chosen and a rejected step share their prompt (the schema, the question, the steps so far: hundreds of
+    tokens) and differ in a few dozen completion tokens. The plain path runs the prompt twice (and twice more
+    for the reference); here the prompt but its last token runs once into a KV cache, the cache is repeated
+    for the two rows, and only the rest (last prompt token + completion) runs per row, continuing the
+    positions.
+    Only the completion positions go through the LM head. Gradients flow through the cached keys and values,
+    so the result and its gradients equal the plain path's (tests). ``lm``: the causal LM or a PeftModel over
+    it (its LoRA layers, enabled or disabled, apply as in a plain forward). Needs the cache, so not under
+    gradient checkpointing."""
+    import torch
+    from transformers import DynamicCache
+
+    causal = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    body = getattr(causal, causal.base_model_prefix)
+    head = causal.get_output_embeddings()
+    n = input_ids.shape[0] // 2
+    out: list = [None] * (2 * n)
+    for i in range(n):
+        rows = [i, n + i]
+        lens = [int(attention_mask[r].sum()) for r in rows]
+        starts = [int(completion_mask[r].nonzero()[0]) if bool(completion_mask[r].any()) else lens[k]
+                  for k, r in enumerate(rows)]
+        m = min(starts)
+        differ = (input_ids[i, :m] != input_ids[n + i, :m]).nonzero()
+        p = max(0, (int(differ[0]) if len(differ) else m) - 1)  # shared tokens run once
+        end = max(lens)
+        cache = DynamicCache(config=causal.config)
+        if p > 0:
+            body(input_ids=input_ids[i:i + 1, :p], past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(2)
+        mask = torch.cat([attention_mask.new_ones((2, p)), attention_mask[rows, p:end]], dim=1)
+        pos = torch.arange(p, end, device=input_ids.device).unsqueeze(0).expand(2, -1)
+        hidden = body(input_ids=input_ids[rows, p:end], attention_mask=mask, position_ids=pos,
+                      past_key_values=cache, use_cache=True).last_hidden_state
+        for k, r in enumerate(rows):
+            target = input_ids[r, p + 1:lens[k]]
+            keep = completion_mask[r, p + 1:lens[k]].bool()
+            logits = head(hidden[k, :lens[k] - p - 1][keep]).float()
+            out[r] = torch.log_softmax(logits, dim=-1).gather(-1, target[keep].unsqueeze(-1)).sum()
+    return torch.stack(out)
+
+
 @lru_cache(maxsize=1)
 def trainer_classes():
     """``(MarginCollator, MdpoTrainer)``, built on first use so that importing this module stays light."""
@@ -140,8 +187,10 @@ def trainer_classes():
         _tag_names = ("trl", "dpo", "mdpo", "learnat")
 
         def __init__(self, *args, gamma: float = 1.0, margin_form: str = "linear", odpo_alpha: float = 1.0,
-                     **kwargs):
+                     shared_prefix: bool = False, **kwargs):
             self.gamma = float(gamma)
+            self.shared_prefix = bool(shared_prefix)
+            self._prefix_now = False
             self.margin_form = margin_form
             self.odpo_alpha = float(odpo_alpha)
             targs = kwargs.get("args")
@@ -168,6 +217,10 @@ def trainer_classes():
             return super().compute_ref_log_probs(model, inputs)
 
         def _sequence_logps(self, model, model_kwargs, labels, seq_len):
+            if self._prefix_now:
+                lm = self.accelerator.unwrap_model(model)
+                return None, shared_prefix_logps(lm, model_kwargs["input_ids"],
+                                                 model_kwargs["attention_mask"], labels != -100)
             out = model(**model_kwargs, labels=labels, fused_lm_head=True)
             return out, out.log_probs[:, -seq_len:].sum(dim=1)
 
@@ -179,6 +232,8 @@ def trainer_classes():
             completion_mask = inputs["completion_mask"]
             seq_len = completion_mask.size(1) - 1
             labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            # the shared-prefix path returns no model outputs: used when none are asked for
+            self._prefix_now = self.shared_prefix and not return_outputs and "attention_mask" in model_kwargs
             outputs, logps = self._sequence_logps(model, model_kwargs, labels, seq_len)
             chosen_logps, rejected_logps = logps.chunk(2, dim=0)
 
@@ -197,6 +252,7 @@ def trainer_classes():
                         _, ref_logps = self._sequence_logps(self.ref_model, model_kwargs, labels, seq_len)
                 ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
 
+            self._prefix_now = False
             chosen_logratios = chosen_logps - ref_chosen_logps
             rejected_logratios = rejected_logps - ref_rejected_logps
             margins = inputs.get("margin")
@@ -238,6 +294,7 @@ def comparison_trainer(kind: str, model, tok, args, rows: list[dict[str, Any]], 
     from datasets import Dataset
     from trl import DPOTrainer
 
+    score_label_positions_only()  # both kinds score the same positions
     _, mdpo_cls = trainer_classes()
     if kind == "mdpo":
         return mdpo_cls(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -261,6 +318,7 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
     from datasets import Dataset
     from trl import DPOConfig
 
+    score_label_positions_only()
     with quiet():
         if rows is None:
             rows = load_pairs(cfg.input, cfg.limit, cfg.margin_form)
@@ -280,7 +338,9 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
                               train_dataset=Dataset.from_list(rows),
                               eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                               processing_class=tokenizer, peft_config=peft_config, gamma=cfg.gamma,
-                              margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha)
+                              margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha,
+                              shared_prefix=cfg.shared_prefix == "on" or (
+                                  cfg.shared_prefix == "auto" and use_cpu and not cfg.gradient_checkpointing))
     return trainer, {"base": base, "adapter": adapter, "rows": len(rows)}
 
 

@@ -173,6 +173,40 @@ def portable_name(spec: str | None, path: str | None = None) -> str | None:
     return spec
 
 
+_TRL_USE_TRITON: Any = None  # TRL's own test, kept while score_label_positions_only is on
+
+
+def score_label_positions_only(enable: bool = True) -> bool:
+    """Have TRL's fused LM head (the SFT loss and the DPO/MDPO log-probabilities) project only the positions
+    that carry a label, on CPU too. TRL 1.16 does that on Triton devices only and scores every position
+    elsewhere (fixed tile shapes for compiling backends such as Neuron); on CPU that runs the prompt -- the
+    schema, most of a row -- through the 151,936-word head and back for nothing: a quarter to a third of a
+    LoRA step on the 0.5B (docs/BENCHMARKS.md, "CPU speed levers"). The loss is the same (the masked positions
+    are zeroed either way; tests compare both). ``enable=False`` restores TRL's behaviour (benchmarks).
+    Returns whether the compact scoring is in place (False when this TRL has no such switch)."""
+    global _TRL_USE_TRITON
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return False
+    current = getattr(trl_utils, "_use_triton", None)
+    if current is None:
+        return False
+    if not enable:
+        if _TRL_USE_TRITON is not None:
+            trl_utils._use_triton = _TRL_USE_TRITON
+            _TRL_USE_TRITON = None
+        return False
+    if _TRL_USE_TRITON is None:
+        _TRL_USE_TRITON = current
+
+        def compact(device) -> bool:
+            return device.type in ("cpu", "mps") or _TRL_USE_TRITON(device)
+
+        trl_utils._use_triton = compact
+    return True
+
+
 def load_model(spec: str | None, *, bf16: bool, trainable_adapter: bool = True):
     """``(model, tokenizer, base, adapter_path)`` through :func:`learnat_cli.models.load_causal_lm`; an
     adapter folder (a ``learnat sft`` output) is kept as a PeftModel, trainable when ``trainable_adapter``,
@@ -494,6 +528,7 @@ def build_sft_trainer(cfg: SftConfig, rows: list[dict[str, Any]] | None = None):
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
+    score_label_positions_only()
     with quiet():
         if rows is None:
             rows = load_sft_rows(cfg.input, cfg.limit)
