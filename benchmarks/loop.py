@@ -45,6 +45,9 @@ CONFIGS = {
     "dpo-decompose": ("dpo", "always", "SFT+DPO (gamma=0), decomposition"),
 }
 ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")  # Spider's, then BIRD's
+# learnat_cli.metrics.FAILURES (kept here so that importing the loop stays light)
+FAILURES = ("empty prediction", "unknown column", "unknown table", "syntax error", "time limit", "size limit",
+            "other SQL error", "wrong columns", "empty result", "wrong rows")
 
 
 def _cuda() -> bool:
@@ -255,6 +258,7 @@ class Loop:
                 "tokens_mean": round(statistics.mean(toks), 1) if toks else None,
                 "decomposed": sum(bool(r.get("decomposed")) for r in recs),
                 "train_s": self._train_seconds(stage),
+                "failures": rep.get("failures", {}),
             })
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
@@ -312,6 +316,13 @@ def markdown(out: dict) -> str:
         cells = [r["label"], str(r["n"]), f"{r['ex']:.1f}", *lv, f"{_f(r['p50_s'], 2)} s",
                  f"{_f(r['p95_s'], 2)} s", _f(r["tokens_mean"], 1), str(r["decomposed"]), _f(r["train_s"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
+    classes = [c for c in FAILURES if any(r.get("failures", {}).get(c) for r in out["results"])]
+    if classes:  # why the wrong answers are wrong, measured by eval (metrics.FAILURES)
+        lines += ["", "Wrong answers by failure class (`learnat eval`):", "",
+                  "| configuration | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+        for r in out["results"]:
+            lines.append(f"| {r['label']} | " + " | ".join(str(r.get("failures", {}).get(c, 0))
+                                                      for c in classes) + " |")
     return "\n".join(lines) + "\n"
 
 

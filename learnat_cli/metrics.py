@@ -435,8 +435,48 @@ def _run(path: str, sql: str, sem: Semantics, conns: dict) -> list[tuple]:
     return dbmod.run_query(conn, sql, timeout_s=sem.timeout_s, max_bytes=sem.max_bytes)[1]
 
 
+FAILURES = ("empty prediction", "unknown column", "unknown table", "syntax error", "time limit",
+            "size limit", "other SQL error", "wrong columns", "empty result", "wrong rows")
+
+
+def failure_of_error(error: str) -> str:
+    """The failure class of a prediction that did not run (:data:`FAILURES`), from its error message."""
+    e = error.lower()
+    if e.startswith("empty prediction"):
+        return "empty prediction"
+    if "no such column" in e or "unknown column" in e:
+        return "unknown column"
+    if "no such table" in e or "unknown table" in e:
+        return "unknown table"
+    if "syntax error" in e or "incomplete input" in e or "unrecognized token" in e or "does not parse" in e:
+        return "syntax error"
+    if "time limit" in e or "timed out" in e or "interrupted" in e:
+        return "time limit"
+    if "larger than the limit" in e or "too big" in e or "out of memory" in e:
+        return "size limit"
+    return "other SQL error"
+
+
+def failure_of_rows(gold_rows: list[tuple], pred_rows: list[tuple]) -> str:
+    """The failure class of a prediction that ran and did not match: its columns, no rows, or its rows."""
+    if gold_rows and pred_rows and len(gold_rows[0]) != len(pred_rows[0]):
+        return "wrong columns"
+    if gold_rows and not pred_rows:
+        return "empty result"
+    return "wrong rows"
+
+
 def _judge(path: str, pred: str | None, gold: str, sem: Semantics, conns: dict) -> dict:
-    out: dict[str, Any] = {"correct": False, "error": None, "gold_error": None}
+    """``correct``, the prediction's ``error``, the gold's ``gold_error`` and, for a wrong prediction, its
+    ``failure`` class (:data:`FAILURES`; None when correct or when the gold itself failed)."""
+    out = _judge_rows(path, pred, gold, sem, conns)
+    if out["failure"] is None and not out["correct"] and out["gold_error"] is None:
+        out["failure"] = failure_of_error(out["error"]) if out["error"] else "wrong rows"
+    return out
+
+
+def _judge_rows(path: str, pred: str | None, gold: str, sem: Semantics, conns: dict) -> dict:
+    out: dict[str, Any] = {"correct": False, "error": None, "gold_error": None, "failure": None}
     empty = not pred or not pred.strip()
     if sem.metric == "spider":
         pred_sql, gold_sql, ordered = spider_texts(pred or "", gold, sem.keep_distinct)
@@ -467,6 +507,8 @@ def _judge(path: str, pred: str | None, gold: str, sem: Semantics, conns: dict) 
             correct = spider_result_eq(gold_rows, pred_rows, ordered)
         else:
             correct = set(pred_rows) == set(gold_rows)
+        if not correct:
+            out["failure"] = failure_of_rows(gold_rows, pred_rows)
     out["correct"] = correct
     return out
 
@@ -658,4 +700,9 @@ def make_report(items: list[EvalItem], results: dict[int, dict], cfg: EvalConfig
         b["accuracy"] = b["correct"] / b["count"] if b["count"] else 0.0
         scores[k] = b
     report["accuracy"] = by["all"]["accuracy"] if "all" in by else 0.0
+    failures: dict[str, int] = defaultdict(int)
+    for i in range(len(items)):
+        if results[i].get("failure"):
+            failures[results[i]["failure"]] += 1
+    report["failures"] = {f: failures[f] for f in FAILURES if failures[f]}
     return report

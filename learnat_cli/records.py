@@ -202,6 +202,7 @@ class EvalResult(Record):
     correct: bool
     error: str | None = None  # why the prediction failed (SQL error, time or size limit)
     gold_error: str | None = None  # the gold itself failed: left out of the denominator
+    failure: str | None = None  # why a wrong prediction is wrong (metrics.FAILURES): a class for reports
     difficulty: str = "unknown"
     db_path: str | None = None
     pred: str | None = None
@@ -228,3 +229,4 @@ class EvalReport(BaseModel):
     n_items: int = 0
     timeout_s: float | None = None
     by_difficulty: dict[str, DifficultyScore] = Field(default_factory=dict)
+    failures: dict[str, int] = Field(default_factory=dict)  # wrong predictions per failure class

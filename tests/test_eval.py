@@ -353,3 +353,33 @@ def test_stage_api_returns_records_and_report(sample_db):
     recs, rep = stage(rows, EvalSettings(db=str(sample_db), workers=1))
     assert all(isinstance(r, EvalResult) for r in recs) and isinstance(rep, EvalReport)
     assert [r.correct for r in recs] == [True, False] and rep.metric == "bird" and rep.accuracy == 0.5
+
+
+def test_failure_classes_of_wrong_predictions(sample_db):
+    """Every wrong prediction gets a measured failure class (the loop's report counts them); a correct one
+    and one whose gold fails get none. The same classes with one worker or two."""
+    gold = "SELECT title FROM books WHERE price > 10"
+    cases = [("SELECT title FROM books WHERE price > 10", None),
+             ("", "empty prediction"),
+             ("SELECT titel FROM books", "unknown column"),
+             ("SELECT title FROM bookz", "unknown table"),
+             ("SELECT title FROM books WHERE", "syntax error"),
+             ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+              "time limit"),
+             ("SELECT title, price FROM books WHERE price > 10", "wrong columns"),
+             ("SELECT title FROM books WHERE price < 0", "empty result"),
+             ("SELECT title FROM books", "wrong rows")]
+    items = _items(sample_db, [(p, gold, "simple") for p, _ in cases])
+    items.append(EvalItem(id="g", db_path=str(sample_db), pred="SELECT 1", gold="SELECT x FROM nowhere",
+                          difficulty="simple"))
+    got: dict[str, str | None] = {}
+    rep = evaluate(items, EvalConfig(workers=1, timeout_s=0.5),
+                   on_result=lambda it, r: got.__setitem__(it.id, r["failure"]))
+    assert [got[str(i)] for i in range(len(cases))] == [want for _, want in cases]
+    assert got["g"] is None  # the gold failed: not the prediction's failure
+    assert rep["failures"] == {want: 1 for _, want in cases if want}
+    assert evaluate(items, EvalConfig(workers=2, timeout_s=0.5))["failures"] == rep["failures"]
+    res = runner.invoke(app, ["eval", "-", "--db", str(sample_db), "--metric", "bird"],
+                        input=json.dumps({"id": "x", "pred": "SELECT titel FROM books", "gold": gold}) + "\n")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["failure"] == "unknown column"

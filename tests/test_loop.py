@@ -53,6 +53,9 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     assert sample and set(sample) <= set(every) and sample == sorted(sample, key=every.index)
     md = (run / "results.md").read_text()
     assert "SFT+MDPO, adaptive path" in md and "SFT+DPO (gamma=0), decomposition" in md
+    # the wrong answers of the (random) tiny students, by eval's failure class
+    assert all(0 < sum(r["failures"].values()) <= r["n"] for r in res["results"] if r["ex"] < 100)
+    assert "Wrong answers by failure class" in md
     # every command the loop ran is in commands.sh, replayable as is
     assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
     assert _make(tmp_path)["ran"] == []  # complete: nothing runs again

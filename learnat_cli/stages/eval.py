@@ -208,7 +208,8 @@ def evaluate(predictions: Rows, settings: EvalSettings | None = None, *, gold: R
 
     def on_result(it: EvalItem, r: dict) -> None:
         rec = EvalResult(id=it.id, correct=r["correct"], error=r["error"], gold_error=r["gold_error"],
-                         difficulty=it.difficulty, db_path=it.db_path, pred=it.pred, gold=it.gold)
+                         failure=r.get("failure"), difficulty=it.difficulty, db_path=it.db_path, pred=it.pred,
+                         gold=it.gold)
         out.append(rec)
         if on_record:
             on_record(rec)
@@ -218,7 +219,7 @@ def evaluate(predictions: Rows, settings: EvalSettings | None = None, *, gold: R
                         timeout_s=rep["timeout_s"],
                         by_difficulty={k: DifficultyScore(**v) for k, v in rep["by_difficulty"].items()},
                         metric_chosen_by=how, keep_distinct=settings.keep_distinct,
-                        max_bytes=settings.max_bytes)
+                        max_bytes=settings.max_bytes, failures=rep.get("failures", {}))
     return out, report
 
 
