@@ -17,6 +17,12 @@ temporary folder renamed into place (concurrent first runs cannot leave a half-w
 (stop a sequence once its ``Final SQL:`` line is complete) and ``stop`` strings (cut before the first one),
 ``last_prompt_tokens``/``last_new_tokens``. A missing or unreadable source raises
 :class:`~learnat_cli.errors.LearnatError`.
+
+Schema prefixes are prefilled once: the system prompt and the schema (the chat text up to the first user
+message's last blank line) go to CTranslate2's static-prompt cache, so every further question on the same
+database, and every retry of a question, runs only its own tokens (:meth:`Ct2Generator._split`; the tokens and
+the answers are those of the whole prompt; the cache is bounded by ``max_cached`` distinct prefixes per loaded
+model).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ Progress = Optional[Callable[[str, int, int], None]]  # noqa: UP045  (phase, don
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16")
 META = "learnat_ct2.json"
 _ID_FILES = ("config.json", "adapter_config.json", "generation_config.json")
+STATIC_MIN_TOKENS = 64  # shorter shared prefixes are not worth a cache entry
+MAX_CACHED_PREFIXES = 32  # distinct schema prefixes kept per loaded model (then it is reloaded)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -234,14 +242,72 @@ class Ct2Generator:
         self.workers = 1 if self.device == "cuda" else max(1, min(self.threads, 4))
         self._parallel: Any = None
         self.batch_size = 8 if self.device == "cuda" else 2 * self.workers
+        # Schema prefixes kept in CTranslate2's static-prompt cache (see _split); bounded by reloading.
+        self.static_cache = True
+        self.max_cached = MAX_CACHED_PREFIXES
+        self._cached: set[tuple[str, ...]] = set()
+        self.reloads = 0
 
     def _tokens(self, messages: list[dict]) -> list[str]:
-        text = str(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        return [str(t) for t in self.tok.convert_ids_to_tokens(ids)]
+        static, rest = self._split(messages)
+        return (static or []) + rest
 
-    def _generate(self, prompts: list[list[str]], *, max_new_tokens: int, temperature: float, top_p: float,
-                  stop_at_final: bool, stop: Sequence[str]) -> list[str]:
+    def _split(self, messages: list[dict]) -> tuple[list[str] | None, list[str]]:
+        """The prompt's tokens as ``(static, rest)``: ``static`` is the chat text up to the last blank line of
+        the first user message -- the system prompt and the schema, shared by every question on a database
+        and by a question's retries -- when it is at least ``STATIC_MIN_TOKENS`` long, else None. One
+        tokenization of the whole text, cut at a token boundary, so ``static + rest`` are exactly the tokens
+        of the whole prompt."""
+        text = str(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        toks = [str(t) for t in self.tok.convert_ids_to_tokens(enc["input_ids"])]
+        if not self.static_cache:
+            return None, toks
+        user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
+        at = text.find(user) if user else -1
+        cut = user.rfind("\n\n")
+        if at < 0 or cut < 0:
+            return None, toks
+        boundary = at + cut + 2
+        k = 0
+        for _start, end in enc["offset_mapping"]:
+            if end > boundary:
+                break
+            k += 1
+        if k < STATIC_MIN_TOKENS:
+            return None, toks
+        return toks[:k], toks[k:]
+
+    def _admit(self, statics: list[list[str] | None]) -> list[bool]:
+        """Which of a call's static prefixes go to CTranslate2's static-prompt cache. The cache lives in the
+        loaded model, so its memory (about 25 MB per 1,000-token prefix of the 0.5B) is bounded by reloading
+        the model -- before the call's jobs start, never under them -- when the call would pass
+        ``max_cached`` distinct prefixes; prefixes past the bound within one call run uncached."""
+        if not self.static_cache:
+            return [False] * len(statics)
+        new = {tuple(st) for st in statics if st is not None} - self._cached
+        if new and len(self._cached) + len(new) > self.max_cached:
+            self._reload()
+        use = []
+        for st in statics:
+            key = tuple(st) if st is not None else None
+            ok = key is not None and (key in self._cached or len(self._cached) < self.max_cached)
+            if ok:
+                self._cached.add(key)  # type: ignore[arg-type]
+            use.append(ok)
+        return use
+
+    def _reload(self) -> None:
+        import ctranslate2
+
+        self.gen = ctranslate2.Generator(str(self.path), device=self.device, compute_type=self.compute_type,
+                                         intra_threads=self.threads)
+        self._parallel = None
+        self._cached.clear()
+        self.reloads += 1
+
+    def _generate(self, prompts: list[tuple[list[str] | None, list[str]]], *, max_new_tokens: int,
+                  temperature: float, top_p: float, stop_at_final: bool, stop: Sequence[str]) -> list[str]:
         stopper = _Stopper(self.tok, len(prompts), stop_at_final, stop or ())
         kw: dict = dict(max_length=max_new_tokens, include_prompt_in_result=False, beam_size=1)
         if self.eos_ids:
@@ -255,12 +321,16 @@ class Ct2Generator:
         try:
             if len(prompts) > 1 and self.workers > 1:
                 results = self._generate_parallel(prompts, kw, stop_at_final, stop or ())
+            elif len({tuple(st or ()) for st, _ in prompts}) == 1 and self._admit([prompts[0][0]])[0]:
+                # one static prompt for the whole call
+                results = self.gen.generate_batch([r for _, r in prompts], static_prompt=prompts[0][0],
+                                                  cache_static_prompt=True, **kw)
             else:
-                results = self.gen.generate_batch(prompts, **kw)
+                results = self.gen.generate_batch([(st or []) + r for st, r in prompts], **kw)
         except RuntimeError as e:
             raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
         texts: list[str] = []
-        self.last_prompt_tokens = sum(len(p) for p in prompts)
+        self.last_prompt_tokens = sum(len(st or ()) + len(r) for st, r in prompts)
         self.last_new_tokens = 0
         self.last_token_counts = [len(r.sequences_ids[0]) for r in results]
         for r in results:
@@ -273,22 +343,27 @@ class Ct2Generator:
             texts.append(text)
         return texts
 
-    def _generate_parallel(self, prompts: list[list[str]], kw: dict, stop_at_final: bool,
-                           stop: Sequence[str]) -> list:
+    def _generate_parallel(self, prompts: list[tuple[list[str] | None, list[str]]], kw: dict,
+                           stop_at_final: bool, stop: Sequence[str]) -> list:
         """One prompt per job on a second generator with ``workers`` parallel workers of one core each
         (loaded on first use); each job has its own stop callback."""
         import ctranslate2
 
+        use = self._admit([st for st, _ in prompts])  # may reload: before any job starts
         if self._parallel is None:
             self._parallel = ctranslate2.Generator(
                 str(self.path), device="cpu", compute_type=self.compute_type, inter_threads=self.workers,
                 intra_threads=max(1, self.threads // self.workers))
         jobs = []
-        for p in prompts:
+        for (static, rest), cached in zip(prompts, use, strict=True):
             one = dict(kw)
+            if cached:
+                one.update(static_prompt=static, cache_static_prompt=True)
+            else:
+                rest = (static or []) + rest
             if "callback" in kw:
                 one["callback"] = _Stopper(self.tok, 1, stop_at_final, stop)
-            jobs.append(self._parallel.generate_batch([p], asynchronous=True, **one)[0])
+            jobs.append(self._parallel.generate_batch([rest], asynchronous=True, **one)[0])
         return [j.result() for j in jobs]
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -301,11 +376,11 @@ class Ct2Generator:
             import ctranslate2
 
             ctranslate2.set_random_seed(int(seed))
-        toks = self._tokens(messages)
+        split = self._split(messages)
         k = n if temperature > 0 else 1
-        out = self._generate([toks] * k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        out = self._generate([split] * k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                              stop_at_final=stop_at_final, stop=stop or ())
-        self.last_prompt_tokens = len(toks)
+        self.last_prompt_tokens = len(split[0] or ()) + len(split[1])
         return out if k == n else out * n
 
     def chat_batch(self, batch: list[list[dict]], *, max_new_tokens: int = 256, stop_at_final: bool = False,
@@ -313,7 +388,7 @@ class Ct2Generator:
         """Greedy answers to several prompts in one ``generate_batch`` call, in input order."""
         if not batch:
             return []
-        prompts = [self._tokens(m) for m in batch]
+        prompts = [self._split(m) for m in batch]
         return self._generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0,
                               stop_at_final=stop_at_final, stop=stop or ())
 
@@ -330,9 +405,14 @@ class Ct2Generator:
             raise LearnatError("n must be at least 1", field="n")
         if temperature <= 0 and n > 1:
             raise LearnatError("several samples need a temperature above 0", field="temperature")
-        toks = self._tokens(messages)
+        static, rest = self._split(messages)
+        n_prompt = len(static or ()) + len(rest)
         kw: dict = dict(max_length=max_new_tokens, include_prompt_in_result=False, beam_size=1,
                         return_scores=True)
+        if self._admit([static])[0]:
+            kw.update(static_prompt=static, cache_static_prompt=True)
+        else:
+            rest = (static or []) + rest
         if self.eos_ids:
             kw["end_token"] = self.eos_ids
         if temperature > 0:
@@ -347,11 +427,11 @@ class Ct2Generator:
             if stop_at_final:
                 kw["callback"] = _Stopper(self.tok, 1, True, ())
         try:
-            (res,) = self.gen.generate_batch([toks], **kw)
+            (res,) = self.gen.generate_batch([rest], **kw)
         except RuntimeError as e:
             raise LearnatError(f"CTranslate2 generation failed: {str(e).splitlines()[0]}") from None
         out = []
-        self.last_prompt_tokens, self.last_new_tokens = len(toks), 0
+        self.last_prompt_tokens, self.last_new_tokens = n_prompt, 0
         self.last_token_counts = [len(ids) for ids in res.sequences_ids]
         for ids, score in zip(res.sequences_ids, res.scores, strict=True):
             self.last_new_tokens += len(ids)

@@ -107,3 +107,45 @@ def test_parallel_batch_equals_one_at_a_time(tiny_model_dir, cache):
     one = [g.chat(m, max_new_tokens=12, stop_at_final=True)[0] for m in prompts]
     assert g.chat_batch(prompts, max_new_tokens=12, stop_at_final=True) == one
     assert g.last_token_counts and len(g.last_token_counts) == 4
+
+
+def _schema_msgs(db: str, question: str) -> list[dict]:
+    tables = "\n\n".join(f"CREATE TABLE {db}_{i} (id NUMBER PRIMARY KEY, name TEXT, value NUMBER);"
+                         for i in range(6))
+    return [{"role": "system", "content": "You are an expert SQLite assistant."},
+            {"role": "user", "content": f"Database schema:\n{tables}\n\nQuestion: {question}"}]
+
+
+def test_schema_prefix_cached_same_answers_and_bounded(tiny_model_dir, cache):
+    """The system prompt + schema (up to the first user message's last blank line) goes to CTranslate2's
+    static-prompt cache, so questions on one database and a question's retries prefill only their own
+    tokens; the tokens are exactly the whole prompt's, the answers the same as without the cache (greedy,
+    sampled, batched on workers), and the cache is bounded by reloading the model."""
+    from learnat_cli.engines_ct2 import Ct2Generator
+
+    g = Ct2Generator(str(tiny_model_dir), threads=2)
+    plain = Ct2Generator(str(tiny_model_dir), threads=2)
+    plain.static_cache = False
+    asks = [_schema_msgs(db, q) for db in ("shop", "zoo") for q in ("How many?", "List the names.")]
+    static, rest = g._split(asks[0])
+    assert static is not None and len(static) >= 64 and rest
+    assert static + rest == plain._split(asks[0])[1]  # one tokenization, cut at a token boundary
+    assert g._split(MSGS)[0] is None  # no blank line in the question: nothing to share
+    # a retry (answer + error appended) shares the same prefix
+    retry = asks[0] + [{"role": "assistant", "content": "Final SQL: SELECT"},
+                       {"role": "user", "content": "That SQL failed: near SELECT.\n\nTry again."}]
+    assert g._split(retry)[0] == static
+    for m in [*asks, retry, *asks]:
+        assert g.chat(m, max_new_tokens=10) == plain.chat(m, max_new_tokens=10)
+    assert g._cached == {tuple(g._split(a)[0]) for a in asks} and g.reloads == 0
+    assert g.chat_batch(asks, max_new_tokens=10) == plain.chat_batch(asks, max_new_tokens=10)
+    got = g.sample(asks[1], 3, temperature=0.8, seed=3, max_new_tokens=8)
+    want = plain.sample(asks[1], 3, temperature=0.8, seed=3, max_new_tokens=8)
+    assert [c.text for c in got] == [c.text for c in want]
+    assert [round(c.logprob, 4) for c in got] == [round(c.logprob, 4) for c in want]
+    small = Ct2Generator(str(tiny_model_dir), threads=2)
+    small.max_cached = 1  # a new prefix past the bound reloads the model first
+    for m in [*asks, *asks]:
+        assert small.chat(m, max_new_tokens=10) == plain.chat(m, max_new_tokens=10)
+    assert small.reloads == 3 and len(small._cached) == 1  # shop, zoo, shop, zoo: three switches
+    assert small.chat_batch(asks, max_new_tokens=10) == plain.chat_batch(asks, max_new_tokens=10)
