@@ -217,7 +217,7 @@ class Ct2Generator:
     def __init__(self, model: str | None = None, adapter: str | None = None, *, quantization: str = "int8",
                  progress: Progress = None, threads: int | None = None, device: str | None = "cpu",
                  compute_type: str = "default"):
-        ct2 = _require_ct2()
+        _require_ct2()  # a clear install hint before anything loads
         from transformers import AutoTokenizer
 
         self.spec = model
@@ -228,14 +228,9 @@ class Ct2Generator:
         tok_dir = self.path / "tokenizer"
         self.tok = AutoTokenizer.from_pretrained(tok_dir if tok_dir.is_dir() else self.path)
         self.eos_ids = [int(i) for i in meta.get("eos_token_ids") or []]
-        try:
-            self.gen = ct2.Generator(str(self.path), device=self.device, compute_type=compute_type,
-                                     intra_threads=self.threads)
-        except (RuntimeError, ValueError) as e:
-            raise LearnatError(f"cannot load the CTranslate2 model: {str(e).splitlines()[0]}",
-                               file=str(self.path)) from None
-        self.last_prompt_tokens = self.last_new_tokens = 0
         self.compute_type = compute_type
+        self.gen = self._load()
+        self.last_prompt_tokens = self.last_new_tokens = 0
         # Batches on CPU: CTranslate2 feeds the prompt tokens past the shortest prompt of a batch one decoding
         # step at a time, so prompts of different lengths batch badly there; instead each prompt runs on its
         # own worker (inter_threads), one core each (docs/BENCHMARKS.md). ask --batch-size auto: 2 per worker.
@@ -248,9 +243,16 @@ class Ct2Generator:
         self._cached: set[tuple[str, ...]] = set()
         self.reloads = 0
 
-    def _tokens(self, messages: list[dict]) -> list[str]:
-        static, rest = self._split(messages)
-        return (static or []) + rest
+    def _load(self):
+        """The main generator (all cores for one prompt); also what a cache-bound reload builds."""
+        import ctranslate2
+
+        try:
+            return ctranslate2.Generator(str(self.path), device=self.device, compute_type=self.compute_type,
+                                         intra_threads=self.threads)
+        except (RuntimeError, ValueError) as e:
+            raise LearnatError(f"cannot load the CTranslate2 model: {str(e).splitlines()[0]}",
+                               file=str(self.path)) from None
 
     def _split(self, messages: list[dict]) -> tuple[list[str] | None, list[str]]:
         """The prompt's tokens as ``(static, rest)``: ``static`` is the chat text up to the last blank line of
@@ -298,10 +300,7 @@ class Ct2Generator:
         return use
 
     def _reload(self) -> None:
-        import ctranslate2
-
-        self.gen = ctranslate2.Generator(str(self.path), device=self.device, compute_type=self.compute_type,
-                                         intra_threads=self.threads)
+        self.gen = self._load()
         self._parallel = None
         self._cached.clear()
         self.reloads += 1
