@@ -45,17 +45,6 @@ CONFIGS = {
     "dpo-decompose": ("dpo", "always", "SFT+DPO (gamma=0), decomposition"),
 }
 ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")  # Spider's, then BIRD's
-# learnat_cli.metrics.FAILURES (kept here so that importing the loop stays light)
-FAILURES = ("empty prediction", "unknown column", "unknown table", "syntax error", "time limit", "size limit",
-            "other SQL error", "wrong columns", "empty result", "wrong rows")
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def levels_of(rows: list[dict]) -> list[str]:
@@ -316,6 +305,8 @@ def markdown(out: dict) -> str:
         cells = [r["label"], str(r["n"]), f"{r['ex']:.1f}", *lv, f"{_f(r['p50_s'], 2)} s",
                  f"{_f(r['p95_s'], 2)} s", _f(r["tokens_mean"], 1), str(r["decomposed"]), _f(r["train_s"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
+    from learnat_cli.metrics import FAILURES
+
     classes = [c for c in FAILURES if any(r.get("failures", {}).get(c) for r in out["results"])]
     if classes:  # why the wrong answers are wrong, measured by eval (metrics.FAILURES)
         lines += ["", "Wrong answers by failure class (`learnat eval`):", "",
@@ -379,7 +370,9 @@ def main(argv=None) -> int:
     bad = [c for c in args.configs if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration(s) {', '.join(bad)}; known: {', '.join(CONFIGS)}")
-    gpu = args.gpus > 1 or _cuda()
+    from learnat_cli.models import resolve_device
+
+    gpu = args.gpus > 1 or resolve_device("auto") == "cuda"
     args.batch_size = args.batch_size or (4 if gpu else 1)
     args.grad_accum = args.grad_accum or max(1, 16 // args.batch_size)
     if args.lora_layers is None and not gpu and args.scale != "tiny":
