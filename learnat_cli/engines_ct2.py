@@ -9,8 +9,9 @@ conversion).
 Outputs: :func:`convert` -> the path of a CTranslate2 model folder (weights quantized to ``int8`` by default,
 plus the Hugging Face tokenizer in ``tokenizer/`` and ``learnat_ct2.json``), cached under
 ``$LEARNAT_CACHE/ct2/`` keyed by the source folder's path and its config/weight files' names, sizes and
-mtimes, the adapter's likewise, the quantization and the ctranslate2 version. It is converted once, into a
-temporary folder renamed into place (concurrent first runs cannot leave a half-written folder).
+mtimes, the adapter's likewise (and the merge format), the quantization and the ctranslate2 version. It is
+converted once, into a temporary folder renamed into place (concurrent first runs cannot leave a half-written
+folder).
 :class:`Ct2Generator` offers the method names and return types of :class:`learnat_cli.models.ChatModel`:
 ``chat(messages, ...) -> list[str]`` (greedy at temperature 0, else ``n`` seeded samples) and
 ``chat_batch([messages, ...]) -> list[str]`` (greedy, one ``generate_batch`` call), with ``stop_at_final``
@@ -108,6 +109,8 @@ def cache_key(source: Path, adapter: Path | None, quantization: str) -> str:
 
     ident = {"source": _identity(source), "adapter": _identity(adapter) if adapter else None,
              "quantization": quantization, "ctranslate2": ctranslate2.__version__}
+    if adapter:
+        ident["merge"] = 2  # merged conversions before 2 lacked the tokenizer's vocabulary: never reuse them
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -134,6 +137,15 @@ def _merge_adapter(source: Path, adapter: Path, into: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.save_pretrained(into, safe_serialization=True)
+
+
+def _check_vocabulary(target: Path, tok) -> None:
+    """The converted model's ``vocabulary.json`` must list the tokenizer's tokens in id order (CTranslate2 is
+    fed token strings): a mismatch is a broken conversion, never a silently wrong model."""
+    vocab = json.loads((target / "vocabulary.json").read_text(encoding="utf-8"))
+    ids = tok.convert_tokens_to_ids(vocab[: min(len(vocab), len(tok))])
+    if ids != list(range(len(ids))):
+        raise LearnatError("the converted vocabulary does not match the tokenizer", file=str(target))
 
 
 def convert(spec: str | None = None, adapter: str | None = None, quantization: str = "int8",
@@ -163,9 +175,14 @@ def convert(spec: str | None = None, adapter: str | None = None, quantization: s
             _merge_adapter(source, ad, src)
         tok_dir = ad if ad is not None and (ad / "tokenizer_config.json").exists() else source
         tok = AutoTokenizer.from_pretrained(tok_dir)
+        if src != source:
+            # the converter reads the vocabulary from the tokenizer beside the weights: without one it falls
+            # back to a default vocabulary, and every token id maps to the wrong string
+            tok.save_pretrained(src)
         target = work / "ct2"
         converter = TransformersConverter(str(src), low_cpu_mem_usage=True)
         converter.convert(str(target), quantization=quantization)
+        _check_vocabulary(target, tok)
         tok.save_pretrained(target / "tokenizer")  # own folder: ct2's config.json misleads transformers
         meta = {"source": str(source), "adapter": str(ad) if ad else None, "quantization": quantization,
                 "eos_token_ids": _eos_ids(source, tok), "key": key}

@@ -3,6 +3,7 @@ generation deterministic, batches equal to one-at-a-time, bad sources refused wi
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -92,6 +93,16 @@ def test_lora_adapter_merged(tiny_model_dir, cache, tmp_path):
     merged = Ct2Generator(str(tiny_model_dir), str(tmp_path / "adapter"), threads=1)
     assert merged.path != plain and (merged.path / "model.bin").exists()
     assert merged.chat(MSGS, max_new_tokens=4) == merged.chat(MSGS, max_new_tokens=4)
+    # the merged model speaks the tokenizer's vocabulary (a merged folder without a tokenizer once made the
+    # converter fall back to a default vocabulary: every id decoded to the wrong token) and, unquantized,
+    # answers like the adapter on its base through transformers + peft
+    from learnat_cli.models import ChatModel
+
+    vocab = json.loads((merged.path / "vocabulary.json").read_text())
+    assert vocab[: len(merged.tok)] == merged.tok.convert_ids_to_tokens(list(range(len(merged.tok))))
+    exact = Ct2Generator(str(tiny_model_dir), str(tmp_path / "adapter"), quantization="float32", threads=1)
+    ref = ChatModel(str(tiny_model_dir), str(tmp_path / "adapter"), "transformers", device="cpu")
+    assert exact.chat(MSGS, max_new_tokens=12) == ref.chat(MSGS, max_new_tokens=12)
     with pytest.raises(LearnatError, match="adapter_config.json"):
         convert(str(tiny_model_dir), str(tmp_path))
 
