@@ -222,8 +222,9 @@ def extract_sql(text: str | None) -> str | None:
 
 def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
     """Parse a student answer into ``([(sub_question, sql), ...], final_sql)``. Tolerates code fences and a
-    final SQL spread over several lines; without a ``Final SQL:`` line the last step's SQL is the final one,
-    and a bare SQL answer (or a ```sql block) is taken as the final SQL (:func:`extract_sql`)."""
+    final SQL spread over several lines; a step whose SQL repeats an earlier step's is dropped (redundant);
+    without a ``Final SQL:`` line the last step's SQL is the final one, and a bare SQL answer (or a ```sql
+    block) is taken as the final SQL (:func:`extract_sql`)."""
     steps: list[tuple[str, str]] = []
     final: str | None = None
     cur_q: str | None = None
@@ -248,7 +249,9 @@ def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
             continue
         m_sql = _SQL_RE.match(line)
         if m_sql and cur_q is not None:
-            steps.append((cur_q, _strip_fences(m_sql.group(1))))
+            sql = _strip_fences(m_sql.group(1))
+            if _norm_sql(sql) not in {_norm_sql(q) for _, q in steps}:  # a repeated step adds nothing
+                steps.append((cur_q, sql))
             cur_q = None
         i += 1
     if final is None and steps:
@@ -258,14 +261,41 @@ def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
     return steps, final
 
 
-def final_sql_done(text: str) -> bool:
-    """True once ``text`` holds a complete ``Final SQL:`` line (SQL, then a line break): the stopping
-    criterion of generation (:func:`learnat_cli.models.ChatModel.chat` with ``stop_at_final``)."""
+def _norm_sql(sql: str) -> str:
+    """A step's SQL for the repeat test: case, spacing, ``;`` and alias numbers (``T1``, ``T7``) aside."""
+    return re.sub(r"\bt\d+\b", "t#", " ".join(sql.replace(";", " ").split()).lower())
+
+
+_DONE_SQL_LINE_RE = re.compile(r"^\s*SQL\s*:([^\n]*\S[^\n]*)\n", re.I | re.M)
+
+
+def _final_end(text: str) -> int | None:
     m = re.search(r"^\s*Final\s+SQL\s*:[^\n]*\S[^\n]*\n", text, flags=re.I | re.M)
-    return m is not None and "```" not in text[m.start():m.end()]
+    return m.end() if m is not None and "```" not in text[m.start():m.end()] else None
+
+
+def _repeat_end(text: str) -> int | None:
+    """The end of the first complete step ``SQL:`` line that repeats an earlier one, if any: a student caught
+    in a loop (the same step again and again until the token limit) has said all it will."""
+    seen: set[str] = set()
+    for m in _DONE_SQL_LINE_RE.finditer(text):
+        key = _norm_sql(_strip_fences(m.group(1)))
+        if key in seen:
+            return m.end()
+        seen.add(key)
+    return None
+
+
+def final_sql_done(text: str) -> bool:
+    """True once ``text`` holds a complete ``Final SQL:`` line (SQL, then a line break) or repeats a step's
+    SQL line: the stopping criterion of generation (:func:`learnat_cli.models.ChatModel.chat` with
+    ``stop_at_final``). After a repeat the answer is read as if it ended there (:func:`parse_answer` drops the
+    repeated step and the last step's SQL is the final one)."""
+    return _final_end(text) is not None or _repeat_end(text) is not None
 
 
 def cut_after_final(text: str) -> str:
-    """``text`` up to the end of its ``Final SQL:`` line (what follows it is not part of the answer)."""
-    m = re.search(r"^\s*Final\s+SQL\s*:[^\n]*\S[^\n]*\n", text, flags=re.I | re.M)
-    return text[: m.end()] if m and "```" not in text[m.start():m.end()] else text
+    """``text`` up to the end of its ``Final SQL:`` line or of its first repeated step (what follows is not
+    part of the answer)."""
+    ends = [e for e in (_final_end(text), _repeat_end(text)) if e is not None]
+    return text[: min(ends)] if ends else text

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from learnat_cli.prompts import Demo, format_answer, parse_answer, student_messages, template
+from learnat_cli.prompts import (
+    Demo,
+    cut_after_final,
+    final_sql_done,
+    format_answer,
+    parse_answer,
+    student_messages,
+    template,
+)
 
 
 def test_answer_round_trip():
@@ -19,6 +27,31 @@ def test_parse_tolerates_fences_multiline_and_bare_sql():
     assert parse_answer("```sql\nSELECT name FROM authors;\n```") == ([], "SELECT name FROM authors")
     assert parse_answer("Step 1: x\nSQL: SELECT 1\n")[1] == "SELECT 1"
     assert parse_answer("I cannot answer.") == ([], None)
+
+
+def test_a_looping_answer_ends_at_its_first_repeated_step():
+    """A trained student caught in a loop repeats one step until the token limit: generation stops at the
+    first step SQL line equal (case, spacing and ``;`` aside) to an earlier one, and the answer reads as if it
+    ended there -- the repeated step dropped, the last distinct step's SQL the final one."""
+    loop = ("Step 1: Which rows of a join b?\nSQL: SELECT * FROM a JOIN b ON a.id = b.a_id\n"
+            "Step 2: Names?\nSQL: SELECT a.name FROM a JOIN b ON a.id = b.a_id\n"
+            "Step 3: Names?\nSQL: select a.name  FROM a JOIN b ON a.id = b.a_id;\n"
+            "Step 4: Names?\nSQL: SELECT a.name FROM")
+    assert not final_sql_done(loop.split("Step 3")[0])  # two distinct steps: keep going
+    assert not final_sql_done(loop.split("Step 3")[0] + "Step 3: Names?\nSQL: select a.name  FROM a")
+    assert final_sql_done(loop)
+    cut = cut_after_final(loop)
+    assert cut.endswith("b.a_id;\n") and "Step 4" not in cut
+    steps, final = parse_answer(cut)
+    assert [q for q, _ in steps] == ["Which rows of a join b?", "Names?"]
+    assert final == "SELECT a.name FROM a JOIN b ON a.id = b.a_id"
+    # the same step with renumbered aliases is a repeat too
+    aliases = ("Step 1: a\nSQL: SELECT T4.name FROM h AS T4 JOIN h AS T5 ON T4.id = T5.id\n"
+               "Step 2: a\nSQL: SELECT T5.name FROM h AS T5 JOIN h AS T6 ON T5.id = T6.id\n")
+    assert final_sql_done(aliases) and len(parse_answer(aliases)[0]) == 1
+    # the last step repeated as the Final SQL line is the normal end, not a loop
+    normal = "Step 1: x\nSQL: SELECT 1\nFinal SQL: SELECT 1\nStep 2: y\n"
+    assert cut_after_final(normal) == "Step 1: x\nSQL: SELECT 1\nFinal SQL: SELECT 1\n"
 
 
 def test_messages_include_schema_evidence_and_demos():
