@@ -38,6 +38,12 @@ PAIRS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Reference log-probs kept by one test (RefLogpsStore) are not seen by another."""
+    monkeypatch.setenv("LEARNAT_CACHE", str(tmp_path / "cache"))
+
+
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -171,7 +177,9 @@ def test_trainer_loss_equals_hand_computed_loss(tiny_model_dir, tmp_path, gamma,
     loss, batch = _trainer_loss(trainer, n)
     # The margin column survives remove_unused_columns and the collator (order follows the sampler's shuffle).
     assert sorted(batch["margin"].tolist()) == sorted(r["margin"] for r in PAIRS)
-    assert ("ref_chosen_logps" in batch) == precompute
+    # precomputed by TRL, or (ref store) NaN until known: a fresh store knows nothing, the reference runs
+    stored = "ref_chosen_logps" in batch and bool(torch.isfinite(batch["ref_chosen_logps"]).all())
+    assert stored == precompute
     rows = load_pairs(cfg.input)
     want = _hand_loss(trainer, rows, beta=0.5, gamma=gamma)
     assert torch.allclose(loss.float(), want.float(), atol=1e-5), (loss, want)
@@ -375,3 +383,47 @@ def test_shared_prefix_option_errors(tiny_model_dir, tmp_path):
         MdpoConfig(input="-", shared_prefix="maybe")
     with pytest.raises(LearnatError, match="gradient checkpointing"):
         MdpoConfig(input="-", shared_prefix="on", gradient_checkpointing=True)
+
+
+def test_reference_logps_kept_for_the_next_run(tiny_model_dir, tmp_path):
+    """MDPO keeps each pair's reference log-probs; the plain-DPO ablation on the same pairs from the same
+    reference reads them (no reference forward pass) and trains exactly like a run that computes them; other
+    pairs or another reference get another store."""
+    from learnat_cli.training.mdpo_trainer import RefLogpsStore
+
+    pairs = write_jsonl(tmp_path / "p.jsonl", PAIRS)
+
+    def run(gamma: float, ref_cache: str, out: str, model=None, rows=None):
+        cfg = MdpoConfig(input=str(pairs), output_dir=str(tmp_path / out), model=str(model or tiny_model_dir),
+                         batch_size=1, grad_accum=1, epochs=1, learning_rate=5e-3, lora_r=4, cpu=True,
+                         gamma=gamma, ref_cache=ref_cache, shared_prefix="off")
+        trainer, _ = build_mdpo_trainer(cfg, rows)
+        trainer.train()
+        return trainer
+
+    first = run(1.0, "auto", "mdpo")
+    assert first.ref_forward_rows == len(PAIRS)
+    store = first.ref_store.path
+    assert store.parent == tmp_path / "cache" / "ref-logps"
+    assert sorted(RefLogpsStore(store).known) == list(range(len(PAIRS)))
+
+    reused = run(0.0, "auto", "dpo")
+    assert reused.ref_store.path == store and reused.ref_forward_rows == 0
+    plain = run(0.0, "off", "dpo-plain")
+    assert plain.ref_store is None and plain.ref_forward_rows == len(PAIRS)
+    got = {n: p for n, p in reused.model.named_parameters() if p.requires_grad}
+    want = {n: p for n, p in plain.model.named_parameters() if p.requires_grad}
+    assert got.keys() == want.keys() and got
+    for n in got:
+        assert torch.allclose(got[n], want[n], atol=1e-6), n
+    # the training moved the adapter, so the comparison above is not of two untouched adapters
+    assert any(float(p.abs().sum()) > 0 for n, p in got.items() if "lora_B" in n)
+
+    other_rows = load_pairs(str(pairs))[:2]
+    assert run(1.0, "auto", "mdpo-2", rows=other_rows).ref_store.path != store  # other pairs
+    first.save_model(str(tmp_path / "mdpo-adapter"))
+    other_ref = run(1.0, "auto", "mdpo-3", model=tmp_path / "mdpo-adapter")  # the MDPO adapter as reference
+    assert other_ref.ref_store.path != store
+    # a line cut by an interrupted run is computed again, not trusted
+    store.write_text(store.read_text() + '{"i": 7, "c": ')
+    assert sorted(RefLogpsStore(store).known) == list(range(len(PAIRS)))

@@ -25,6 +25,13 @@ Reference model: when the policy is a fresh LoRA on a (merged SFT) model, the sa
 disabled; when ``--model`` is a ``learnat sft`` adapter folder, TRL keeps a frozen copy of that adapter as the
 reference (the SFT model); with ``ref_model=PATH`` that model (an adapter folder is merged into its base).
 
+Reference log-probs are kept on disk (``ref_cache="auto"``, one process): each training pair's reference
+log-probs, once computed, are appended to ``$LEARNAT_CACHE/ref-logps/<key>.jsonl``, the key hashing the pairs
+(prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' files, sizes and
+mtimes), ``max_length`` and the precision. A later run with the same key -- the plain-DPO ablation after MDPO
+from the same SFT adapter, or a resumed run -- reads them instead of running the reference forward pass
+(:class:`RefLogpsStore`; same loss and gradients: test).
+
 Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's
 loss subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate;
 TRL's own default is 1e-6), 1 epoch.
@@ -32,7 +39,12 @@ TRL's own default is 1e-6), 1 epoch.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from learnat_cli.errors import LearnatError
@@ -41,6 +53,7 @@ from learnat_cli.records import PreferencePair
 from learnat_cli.training.config import MARGIN_FORMS, MdpoConfig
 from learnat_cli.training.runner import (
     EventFn,
+    adapter_base,
     common_args,
     device_settings,
     load_model,
@@ -51,7 +64,8 @@ from learnat_cli.training.runner import (
     split_eval,
 )
 
-__all__ = ["MARGIN_FORMS", "MdpoConfig", "build_mdpo_trainer", "load_pairs", "mdpo_losses", "train_mdpo"]
+__all__ = ["MARGIN_FORMS", "MdpoConfig", "RefLogpsStore", "build_mdpo_trainer", "load_pairs", "mdpo_losses",
+           "train_mdpo"]
 # ------------------------------------------------------------------------------------------------------------
 # Input
 
@@ -162,6 +176,79 @@ def shared_prefix_logps(lm, input_ids, attention_mask, completion_mask):
     return torch.stack(out)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Reference log-probs kept between runs
+
+
+def _folder_fingerprint(path: str | None) -> list | None:
+    """Names, sizes and mtimes of a model folder's files (what changes when its weights change)."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return [str(path)]
+    return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir())
+                                 if f.is_file() and f.suffix in (".json", ".safetensors", ".bin")]
+
+
+class RefLogpsStore:
+    """Each training pair's reference log-probs (chosen, rejected) in an append-only JSONL file keyed by
+    everything they depend on (module docstring). ``known`` maps a pair's index in the training rows to its
+    values; :meth:`annotate` adds ``pair_index`` and the known values (NaN where unknown) to the rows, and
+    :meth:`record` appends new ones as training computes them."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known: dict[int, tuple[float, float]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    d = json.loads(line)
+                    self.known[int(d["i"])] = (float(d["c"]), float(d["r"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by an interrupted run: computed again
+
+    @classmethod
+    def for_run(cls, cfg: MdpoConfig, rows: list[dict[str, Any]], model_path: str | None,
+                adapter: str | None, bf16: bool) -> RefLogpsStore | None:
+        """The store for this run, or None when it does not apply (``--ref-cache off``, precomputed reference
+        log-probs, several processes)."""
+        if cfg.ref_cache == "off" or cfg.precompute_ref or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            return None
+        from learnat_cli.paths import cache_dir
+
+        h = hashlib.sha256()
+        ident = {"v": cls.VERSION, "model": _folder_fingerprint(model_path),
+                 "adapter": _folder_fingerprint(adapter), "ref_model": _folder_fingerprint(cfg.ref_model),
+                 "full": cfg.full,
+                 "max_length": cfg.max_length, "bf16": bf16}
+        h.update(json.dumps(ident, sort_keys=True).encode())
+        for r in rows:
+            h.update(json.dumps([r["prompt"], r["chosen"], r["rejected"]], sort_keys=True).encode())
+        return cls(cache_dir("ref-logps") / f"{h.hexdigest()[:20]}.jsonl")
+
+    def annotate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nan = float("nan")
+        out = []
+        for i, r in enumerate(rows):
+            c, rj = self.known.get(i, (nan, nan))
+            out.append({**r, "pair_index": i, "ref_chosen_logps": c, "ref_rejected_logps": rj})
+        return out
+
+    def record(self, indices, chosen, rejected) -> None:
+        new = []
+        for i, c, r in zip(indices, chosen, rejected, strict=True):
+            i, c, r = int(i), float(c), float(r)
+            if i not in self.known and math.isfinite(c) and math.isfinite(r):
+                self.known[i] = (c, r)
+                new.append(json.dumps({"i": i, "c": c, "r": r}) + "\n")
+        if new:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write("".join(new))
+
+
 @lru_cache(maxsize=1)
 def trainer_classes():
     """``(MarginCollator, MdpoTrainer)``, built on first use so that importing this module stays light."""
@@ -179,6 +266,8 @@ def trainer_classes():
             out = super().torch_call(examples)
             out["margin"] = torch.tensor([float(e.get("margin", 0.0) or 0.0) for e in examples],
                                          dtype=torch.float32)
+            if "pair_index" in examples[0]:
+                out["pair_index"] = torch.tensor([int(e["pair_index"]) for e in examples], dtype=torch.long)
             return out
 
     class MdpoTrainer(DPOTrainer):
@@ -187,8 +276,10 @@ def trainer_classes():
         _tag_names = ("trl", "dpo", "mdpo", "learnat")
 
         def __init__(self, *args, gamma: float = 1.0, margin_form: str = "linear", odpo_alpha: float = 1.0,
-                     shared_prefix: bool = False, **kwargs):
+                     shared_prefix: bool = False, ref_store: RefLogpsStore | None = None, **kwargs):
             self.gamma = float(gamma)
+            self.ref_store = ref_store
+            self.ref_forward_rows = 0  # rows whose reference log-probs were computed, not read from the store
             self.shared_prefix = bool(shared_prefix)
             self._prefix_now = False
             self.margin_form = margin_form
@@ -209,11 +300,12 @@ def trainer_classes():
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            if "margin" not in self._signature_columns:
-                self._signature_columns = list(self._signature_columns) + ["margin"]
+            extra = [c for c in ("margin", "pair_index") if c not in self._signature_columns]
+            if extra:
+                self._signature_columns = list(self._signature_columns) + extra
 
         def compute_ref_log_probs(self, model, inputs):
-            inputs = {k: v for k, v in inputs.items() if k != "margin"}
+            inputs = {k: v for k, v in inputs.items() if k not in ("margin", "pair_index")}
             return super().compute_ref_log_probs(model, inputs)
 
         def _sequence_logps(self, model, model_kwargs, labels, seq_len):
@@ -226,7 +318,7 @@ def trainer_classes():
 
         def _compute_loss(self, model, inputs, return_outputs):
             mode = "train" if self.model.training else "eval"
-            skip = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin"}
+            skip = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "margin", "pair_index"}
             model_kwargs = {k: v for k, v in inputs.items() if k not in skip}
             model_kwargs["use_cache"] = False
             completion_mask = inputs["completion_mask"]
@@ -237,9 +329,11 @@ def trainer_classes():
             outputs, logps = self._sequence_logps(model, model_kwargs, labels, seq_len)
             chosen_logps, rejected_logps = logps.chunk(2, dim=0)
 
-            if self.precompute_ref_logps:
-                ref_chosen_logps = inputs["ref_chosen_logps"]
-                ref_rejected_logps = inputs["ref_rejected_logps"]
+            stored = "ref_chosen_logps" in inputs and all(
+                bool(torch.isfinite(inputs[k]).all()) for k in ("ref_chosen_logps", "ref_rejected_logps"))
+            if self.precompute_ref_logps or stored:
+                ref_chosen_logps = inputs["ref_chosen_logps"].to(chosen_logps.device, chosen_logps.dtype)
+                ref_rejected_logps = inputs["ref_rejected_logps"].to(chosen_logps.device, chosen_logps.dtype)
             else:
                 with torch.no_grad(), disable_gradient_checkpointing(self.model,
                                                                      self.args.gradient_checkpointing_kwargs):
@@ -251,6 +345,10 @@ def trainer_classes():
                     else:
                         _, ref_logps = self._sequence_logps(self.ref_model, model_kwargs, labels, seq_len)
                 ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2, dim=0)
+                self.ref_forward_rows += int(ref_chosen_logps.shape[0])
+                if self.ref_store is not None and mode == "train" and "pair_index" in inputs:
+                    self.ref_store.record(inputs["pair_index"].tolist(), ref_chosen_logps.tolist(),
+                                          ref_rejected_logps.tolist())
 
             self._prefix_now = False
             chosen_logratios = chosen_logps - ref_chosen_logps
@@ -318,6 +416,8 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
     from datasets import Dataset
     from trl import DPOConfig
 
+    from learnat_cli.models import resolve_model
+
     score_label_positions_only()
     with quiet():
         if rows is None:
@@ -333,8 +433,13 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
         ref_model = _load_ref_model(cfg.ref_model, bf16) if cfg.ref_model else None
         if peft_config is None and not cfg.full and not adapter:
             peft_config = lora_config(cfg, model)
+        # the reference: the base with the adapter disabled, the starting adapter frozen, or --ref-model
+        base_path = resolve_model(adapter_base(adapter) if adapter else cfg.model)
+        ref_store = RefLogpsStore.for_run(cfg, rows, base_path, adapter, bf16)
+        if ref_store is not None:
+            rows = ref_store.annotate(rows)
         _, MdpoTrainer = trainer_classes()
-        trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args,
+        trainer = MdpoTrainer(model=model, ref_model=ref_model, args=args, ref_store=ref_store,
                               train_dataset=Dataset.from_list(rows),
                               eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                               processing_class=tokenizer, peft_config=peft_config, gamma=cfg.gamma,
@@ -350,6 +455,8 @@ def train_mdpo(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None,
     trainer, info = build_mdpo_trainer(cfg, rows)
     extra = {"beta": cfg.beta, "gamma": cfg.gamma, "margin_form": cfg.margin_form,
              "odpo_alpha": cfg.odpo_alpha,
-             "ref_model": cfg.ref_model}
+             "ref_model": cfg.ref_model,
+             "ref_logps_store": str(trainer.ref_store.path) if trainer.ref_store is not None else None,
+             "ref_logps_known": len(trainer.ref_store.known) if trainer.ref_store is not None else 0}
     return run_trainer(trainer, cfg, stage="mdpo", n_rows=info["rows"], base=info["base"],
                        adapter_in=info["adapter"], on_event=on_event, extra=extra)
