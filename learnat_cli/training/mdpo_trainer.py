@@ -27,10 +27,10 @@ reference (the SFT model); with ``ref_model=PATH`` that model (an adapter folder
 
 Reference log-probs are kept on disk (``ref_cache="auto"``, one process): each training pair's reference
 log-probs, once computed, are appended to ``$LEARNAT_CACHE/ref-logps/<key>.jsonl``, the key hashing the pairs
-(prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' files, sizes and
-mtimes), ``max_length`` and the precision. A later run with the same key -- the plain-DPO ablation after MDPO
-from the same SFT adapter, or a resumed run -- reads them instead of running the reference forward pass
-(:class:`RefLogpsStore`; same loss and gradients: test).
+(prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' weight, config,
+tokenizer and chat-template files: names, sizes, mtimes), ``max_length`` and the precision. A later run with
+the same key -- the plain-DPO ablation after MDPO from the same SFT adapter, or a resumed run -- reads them
+instead of running the reference forward pass (:class:`RefLogpsStore`; same loss and gradients: test).
 
 Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's
 loss subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate;
@@ -188,7 +188,7 @@ def _folder_fingerprint(path: str | None) -> list | None:
     if not p.is_dir():
         return [str(path)]
     return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir())
-                                 if f.is_file() and f.suffix in (".json", ".safetensors", ".bin")]
+                                 if f.is_file() and f.suffix in (".json", ".jinja", ".safetensors", ".bin")]
 
 
 class RefLogpsStore:
@@ -332,8 +332,8 @@ def trainer_classes():
             stored = "ref_chosen_logps" in inputs and all(
                 bool(torch.isfinite(inputs[k]).all()) for k in ("ref_chosen_logps", "ref_rejected_logps"))
             if self.precompute_ref_logps or stored:
-                ref_chosen_logps = inputs["ref_chosen_logps"].to(chosen_logps.device, chosen_logps.dtype)
-                ref_rejected_logps = inputs["ref_rejected_logps"].to(chosen_logps.device, chosen_logps.dtype)
+                ref_chosen_logps = inputs["ref_chosen_logps"].to(chosen_logps.device)
+                ref_rejected_logps = inputs["ref_rejected_logps"].to(chosen_logps.device)
             else:
                 with torch.no_grad(), disable_gradient_checkpointing(self.model,
                                                                      self.args.gradient_checkpointing_kwargs):
