@@ -13,6 +13,11 @@ each stage stops at a checkpoint after that many seconds and the next ``make loo
 carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``).
 Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
 
+``--ship`` (part 4 of the issue): when the trained configuration with the best EX beats every base
+configuration, its adapter is packaged as ``ask``'s default student (``learnat_cli.shipped.ship`` into
+``--ship-to``, default ``learnat_cli/student``) with a model card written from the run (data, steps, settings,
+the EX table, licences); otherwise nothing is shipped and the results say why.
+
 Scales: ``full`` samples ``--train`` questions of Spider train (seeded, databases present) for synthesis and
 ``--eval`` of Spider dev (never trained on); ``tiny`` runs the same chain with the tiny random test model on
 the project's own sample database in a few minutes (the CI test of the loop checks files and that each stage
@@ -222,7 +227,33 @@ class Loop:
                 metric = ["--metric", "spider"]
                 self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, *metric, "--report", str(report),
                              stdout=self.dir / f"eval-{name}.jsonl")
-        return self.summarize()
+        out = self.summarize()
+        if a.ship and not a.dry_run:
+            out["ship"] = self.ship(out)
+            (self.dir / "results.json").write_text(json.dumps(out, indent=1))
+            (self.dir / "results.md").write_text(markdown(out))
+        return out
+
+    # ------------------------------------------------------------------------------------------------ ship
+    def ship(self, out: dict) -> dict:
+        """Package the winning adapter (module docstring); returns what was decided."""
+        from learnat_cli.shipped import ship
+
+        winner, base = ship_decision(out["results"])
+        if winner is None:
+            why = ("no trained configuration was evaluated" if base is None or not out["results"] else
+                   f"no trained configuration beats the best base one ({base['label']}, "
+                   f"{base['ex']:.1f}% EX)")
+            return {"shipped": False, "why": why}
+        stage, mode, _ = CONFIGS[winner["config"]]
+        student = self.a.student or (str(self.dir / "tiny-model") if self.a.scale == "tiny"
+                                     else "qwen2.5-coder-0.5b")
+        meta = {"schema_format": self.a.schema_format, "decompose": mode, "stage": stage,
+                "base_model": student, "run": self.a.name,
+                "ex": winner["ex"], "base_ex": base["ex"], "eval_questions": winner["n"]}
+        done = ship(self.dir / stage, self.a.ship_to, meta, model_card(out, winner, base, self.dir))
+        return {"shipped": True, "config": winner["config"], "ex": winner["ex"], "base_ex": base["ex"],
+                **done}
 
     # ---------------------------------------------------------------------------------------------- results
     def summarize(self) -> dict:
@@ -282,6 +313,76 @@ class Loop:
         return round(sum(sec.get(s, 0.0) for s in chain), 1)
 
 
+def ship_decision(rows: list[dict]) -> tuple[dict | None, dict | None]:
+    """``(winner, best base)``: the trained configuration with the highest EX (the first in CONFIGS order on a
+    tie) if it beats the best base configuration, else None; and that base configuration."""
+    base = [r for r in rows if CONFIGS[r["config"]][0] is None]
+    trained = [r for r in rows if CONFIGS[r["config"]][0] is not None]
+    best_base = max(base, key=lambda r: r["ex"]) if base else None
+    if not trained or best_base is None:
+        return None, best_base
+    best = max(trained, key=lambda r: r["ex"])
+    return (best if best["ex"] > best_base["ex"] else None), best_base
+
+
+def _settings(stage_dir: Path) -> dict:
+    p = stage_dir / "training_config.json"
+    keep = ("learning_rate", "epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "lora_dropout",
+            "lora_layers", "max_length", "beta", "gamma", "margin_form", "schema_format", "seed")
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: cfg[k] for k in keep if cfg.get(k) is not None}
+
+
+def model_card(out: dict, winner: dict, base: dict, run_dir: Path) -> str:
+    """The shipped student's MODEL_CARD.md, written from the loop's own results and training records."""
+    stage = CONFIGS[winner["config"]][0]
+    chain = ["sft"] + ([stage] if stage != "sft" else [])
+    lines = [f"# learnat student: {out['student']} + LoRA ({' + '.join(s.upper() for s in chain)})", "",
+             f"Trained and evaluated by `make loop` (benchmarks/loop.py), run `{out['name']}`, "
+             f"{time.strftime('%Y-%m-%d')}. `learnat ask` loads it over the embedded base model by default; "
+             "`--adapter none` asks the plain base.", "",
+             "## Data", "",
+             f"- {out['train_questions']} questions sampled (seeded) from Spider train (its training "
+             "databases; the dev databases are never trained on), decomposed by learnat's AST teacher (MCTS "
+             "over sub-questions, each step checked against the gold AST): "
+             f"{out['decompositions']} decompositions.",
+             f"- {out['sft_rows']} SFT rows (the prompt follows `ask`'s adaptive rule: simple questions "
+             f"train the direct prompt, the others the decomposition prompt); {out['pairs']} preference "
+             f"pairs (chosen/rejected steps at one tree node, AST-reward margin), {out['pairs_used']} used.",
+             "",
+             "## Training", ""]
+    for s in chain:
+        m = (out.get("training") or {}).get(s) or {}
+        sett = _settings(run_dir / s)
+        lines.append(f"- {s}: {m.get('steps')} steps over {m.get('examples')} examples, loss "
+                     f"{_f(m.get('first_loss'))} -> {_f(m.get('final_loss'))}, "
+                     f"{_f(out.get('seconds', {}).get(s), 0)} s; settings: "
+                     + ", ".join(f"{k} {v}" for k, v in sett.items()))
+    lines += ["", "## Evaluation", "",
+              f"Execution accuracy on {winner['n']} seeded Spider dev questions (official test-suite "
+              f"semantics, `learnat eval --metric spider`). Shipped: **{winner['label']}**, "
+              f"{winner['ex']:.1f}% EX, against the best plain-base configuration ({base['label']}) "
+              f"{base['ex']:.1f}%.", ""]
+    table = markdown(out).split("\n")
+    start = next(i for i, ln in enumerate(table) if ln.startswith("| configuration"))
+    end = next((i for i in range(start, len(table)) if not table[i].startswith("|")), len(table))
+    lines += table[start:end]
+    lines += ["", "## Licences", "",
+              "- Training data: Spider (Yu et al., 2018), CC BY-SA 4.0. The adapter is a work derived from "
+              "it and is shared under the same licence.",
+              "- Base model: Qwen2.5-Coder-0.5B-Instruct (Alibaba Cloud), Apache 2.0; not included, learnat "
+              "installs it from its own wheels.", "",
+              "## Limits", "",
+              "- A 0.5B model: it reads a schema and writes SQLite; it does not know your data beyond the "
+              "schema and the sample values in the prompt. Check the SQL before trusting an answer.",
+              "- Trained and measured on Spider's English questions over small databases; other dialects, "
+              "languages or very wide schemas are outside what it saw."]
+    return "\n".join(lines) + "\n"
+
+
 def _f(v, nd: int = 3) -> str:
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
@@ -314,6 +415,11 @@ def markdown(out: dict) -> str:
         for r in out["results"]:
             lines.append(f"| {r['label']} | " + " | ".join(str(r.get("failures", {}).get(c, 0))
                                                       for c in classes) + " |")
+    ship = out.get("ship")
+    if ship:
+        lines += ["", (f"Shipped as `ask`'s default student: {CONFIGS[ship['config']][2]} "
+                       f"({ship['ex']:.1f}% EX vs {ship['base_ex']:.1f}% for the best base configuration), "
+                       f"into `{ship['folder']}`." if ship["shipped"] else f"Not shipped: {ship['why']}.")]
     return "\n".join(lines) + "\n"
 
 
@@ -365,6 +471,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(REPO / "runs"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--ship", action="store_true",
+                    help="package the winning adapter as ask's default student (if it beats the base)")
+    ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))
     args = ap.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in args.configs if c not in CONFIGS]
@@ -383,7 +492,7 @@ def main(argv=None) -> int:
         ap.error(f"--spider {args.spider}: no train_spider.json (SCALE=tiny runs without Spider)")
     out = Loop(args).run()
     print(json.dumps({"results": str(Path(args.runs) / args.name / "results.md"), "ran": out["ran_this_time"],
-                      "ex": {r["config"]: r["ex"] for r in out["results"]}}))
+                      "ex": {r["config"]: r["ex"] for r in out["results"]}, "ship": out.get("ship")}))
     return 0
 
 

@@ -59,6 +59,53 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     # every command the loop ran is in commands.sh, replayable as is
     assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
     assert _make(tmp_path)["ran"] == []  # complete: nothing runs again
+    _ship_only_a_winner(tmp_path, run)
+
+
+def _loop_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learnat_loop", REPO / "benchmarks" / "loop.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _set_ex(run: Path, config: str, accuracy: float) -> None:
+    report = run / f"eval-{config}.json"
+    rep = json.loads(report.read_text())
+    rep["accuracy"] = accuracy
+    report.write_text(json.dumps(rep))  # newer than the predictions: eval does not run again
+
+
+def _ship_only_a_winner(runs: Path, run: Path) -> None:
+    """``--ship``: the adapter of the best trained configuration is packaged (weights, learnat.json, model
+    card, checksums) only when it beats every base configuration; otherwise the results say why."""
+    from learnat_cli.shipped import CARD, META, adapter_schema_format, shipped_adapter
+
+    loop = _loop_module()
+    args = ["--scale", "tiny", "--runs", str(runs), "--ship", "--ship-to", str(runs / "student")]
+    for c in CONFIGS:
+        _set_ex(run, c, 0.2)
+    _set_ex(run, "base-zero", 0.5)
+    _set_ex(run, "mdpo-auto", 0.5)  # a tie is no win
+    assert loop.main(args) == 0
+    assert not (runs / "student").exists()
+    assert "Not shipped: no trained configuration beats the best base one" in (run / "results.md").read_text()
+
+    _set_ex(run, "mdpo-auto", 0.75)
+    assert loop.main(args) == 0
+    shipped = shipped_adapter(runs / "student")  # checksums verified
+    assert shipped == runs / "student"
+    meta = json.loads((shipped / META).read_text())
+    assert meta["stage"] == "mdpo" and meta["decompose"] == "auto" and meta["ex"] == 75.0
+    assert meta["base_ex"] == 50.0 and adapter_schema_format(shipped) == "sql"
+    assert (shipped / "adapter_model.safetensors").read_bytes() == (run / "mdpo" /
+                                                                   "adapter_model.safetensors").read_bytes()
+    card = (shipped / CARD).read_text()
+    assert "CC BY-SA 4.0" in card and "| SFT+MDPO, adaptive path |" in card and "- mdpo:" in card
+    assert "Shipped as `ask`'s default student: SFT+MDPO, adaptive path" in (run / "results.md").read_text()
+    assert loop.ship_decision([]) == (None, None)
 
 
 def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_path):
