@@ -35,7 +35,8 @@ def ask_cmd(
     api_key: Annotated[str | None, Opt(envvar="LEARNAT_STUDENT_API_KEY", help="openai: API key.")] = None,
     concurrency: Annotated[int, Opt(help="openai: requests in flight at most.")] = 8,
     device: Annotated[str, Opt(help="auto (CUDA if present) | cpu | cuda: student, embedder.")] = "auto",
-    decompose: Annotated[str, Opt(help="auto (fast path for simple questions) | always | never.")] = "auto",
+    decompose: Annotated[str | None, Opt(help="auto (fast path for simple questions) | always | never "
+                                              "(default: the adapter's shipped mode, else auto).")] = None,
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
     schema_format: Annotated[str, Opt(help="auto (the adapter's training format, else sql) | sql (CREATE "
                                            "TABLE) | compact (one line per table).")] = "auto",
@@ -57,12 +58,13 @@ def ask_cmd(
 
 def _ask(o: SimpleNamespace) -> None:
     from learnat_cli.errors import LearnatError
-    from learnat_cli.shipped import adapter_schema_format, resolve_adapter
+    from learnat_cli.shipped import adapter_decompose, adapter_schema_format, resolve_adapter
     from learnat_cli.stages import ask as stage
 
     adapter = resolve_adapter(o.model, o.adapter, o.backend)
     fmt = (adapter_schema_format(adapter) or "sql") if o.schema_format == "auto" else o.schema_format
-    cfg = stage.AskConfig(decompose=o.decompose, fast_threshold=o.fast_threshold, k_demos=o.k,
+    mode = o.decompose or adapter_decompose(adapter) or "auto"
+    cfg = stage.AskConfig(decompose=mode, fast_threshold=o.fast_threshold, k_demos=o.k,
                           timeout_s=o.timeout, schema_format=fmt, schema_values=o.schema_values,
                           max_new_tokens=o.max_new_tokens, retries=o.retries, samples=o.samples,
                           temperature=o.temperature, top_p=o.top_p, seed=o.seed)

@@ -9,8 +9,9 @@ model, where the weights came from), ``MODEL_CARD.md`` (data, steps, settings, E
 
 Who uses it: ``learnat ask`` with the default model and no ``--adapter`` (``--adapter none`` asks the plain
 base, ``--adapter DIR`` another adapter; :func:`resolve_adapter`); ``ask --schema-format auto`` asks an
-adapter with the schema format it was trained on (:func:`adapter_schema_format`). Benchmarks and
-``make loop`` name their adapters explicitly.
+adapter with the schema format it was trained on (:func:`adapter_schema_format`), and ``ask`` without
+``--decompose`` in the decomposition mode it was shipped for (:func:`adapter_decompose`; else ``auto``).
+Benchmarks and ``make loop`` name their adapters explicitly.
 """
 
 from __future__ import annotations
@@ -84,18 +85,29 @@ def resolve_adapter(model: str | None, adapter: str | None, backend: str = "auto
     return str(found) if found else None
 
 
-def adapter_schema_format(adapter: str | Path | None) -> str | None:
-    """The schema format an adapter was trained with (its ``learnat.json``), None when it does not say."""
+def adapter_setting(adapter: str | Path | None, key: str) -> str | None:
+    """A string setting an adapter records in its ``learnat.json``, None when it does not say."""
     if not adapter:
         return None
     meta = Path(adapter) / META
     if not meta.is_file():
         return None
     try:
-        fmt = json.loads(meta.read_text(encoding="utf-8")).get("schema_format")
+        value = json.loads(meta.read_text(encoding="utf-8")).get(key)
     except (json.JSONDecodeError, AttributeError):
         raise LearnatError("not a JSON object", file=str(meta)) from None
-    return fmt if isinstance(fmt, str) else None
+    return value if isinstance(value, str) else None
+
+
+def adapter_schema_format(adapter: str | Path | None) -> str | None:
+    """The schema format an adapter was trained with (its ``learnat.json``), None when it does not say."""
+    return adapter_setting(adapter, "schema_format")
+
+
+def adapter_decompose(adapter: str | Path | None) -> str | None:
+    """The ``ask --decompose`` mode an adapter was shipped for (the mode of the configuration that won its
+    evaluation, ``learnat.json``), None when it does not say."""
+    return adapter_setting(adapter, "decompose")
 
 
 def ship(adapter: str | Path, into: str | Path, meta: dict[str, Any], card: str) -> dict[str, Any]:

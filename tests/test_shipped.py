@@ -100,3 +100,20 @@ def test_ask_asks_an_adapter_in_its_training_schema_format(adapter_dir, tiny_mod
         rec = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][0])
         assert rec["question"] == "How many books are there?", res.output
         assert seen and set(seen) == {want}, (adapter, fmt, seen)
+
+
+def test_ask_without_decompose_uses_the_shipped_mode(adapter_dir, tiny_model_dir, sample_db, tmp_path):
+    """An adapter shipped for direct SQL (its winning configuration) is asked that way unless --decompose says
+    otherwise; an adapter that records no mode gets ``auto``."""
+    into = tmp_path / "student"
+    shipped.ship(adapter_dir, into, {"schema_format": "sql", "decompose": "never"}, "# card\n")
+    assert shipped.adapter_decompose(into) == "never" and shipped.adapter_decompose(adapter_dir) is None
+    # a question the fast path would decompose (several cues), so auto and never differ
+    q = "For each author with more than 2 books, list the name and the average price of their books"
+    base = ["ask", "--db", str(sample_db), "--model", str(tiny_model_dir), "--max-new-tokens", "4",
+            "--retries", "0", q]
+    for adapter, flag, want in ((str(into), [], False), (str(into), ["--decompose", "always"], True),
+                                (str(adapter_dir), [], True)):
+        res = runner.invoke(app, [*base, "--adapter", adapter, *flag])
+        rec = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][0])
+        assert rec["decomposed"] is want, (adapter, flag, res.output)
