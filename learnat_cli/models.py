@@ -169,7 +169,14 @@ def resolve_model(spec: str | None = None, progress: Progress = None) -> str:
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise LearnatError("not a model folder (no config.json or adapter_config.json)", file=str(p))
         return str(p)
+    if spec and _looks_like_path(spec):  # not a hub id (namespace/name): a folder that is not there
+        raise LearnatError("no such model folder", file=spec)
     return str(spec)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (spec.startswith(("/", "./", "../", "~", "\\")) or spec.count("/") > 1 or spec.endswith("/")
+            or (len(spec) > 1 and spec[1] == ":"))
 
 
 DEVICES = ("auto", "cpu", "cuda")

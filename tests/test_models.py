@@ -14,6 +14,11 @@ def test_local_folder_and_errors(tiny_model_dir, tmp_path):
     with pytest.raises(LearnatError, match="not a model folder"):
         resolve_model(str(tmp_path))
     assert resolve_model("org/some-hub-model") == "org/some-hub-model"
+    # a path that is not there (e.g. a rotated-away checkpoint) is named as such, not sent to the hub
+    for gone in (str(tmp_path / "gone"), "runs/x/sft/checkpoint-30", "./sft", "sft/"):
+        with pytest.raises(LearnatError, match="no such model folder") as e:
+            resolve_model(gone)
+        assert gone in str(e.value)
 
 
 def test_generator_with_tiny_model(tiny_model_dir):

@@ -457,6 +457,7 @@ def train_mdpo(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None,
              "odpo_alpha": cfg.odpo_alpha,
              "ref_model": cfg.ref_model,
              "ref_logps_store": str(trainer.ref_store.path) if trainer.ref_store is not None else None,
-             "ref_logps_known": len(trainer.ref_store.known) if trainer.ref_store is not None else 0}
+             # pairs whose reference log-probs this run reads from the store instead of computing them
+             "ref_logps_reused": len(trainer.ref_store.known) if trainer.ref_store is not None else 0}
     return run_trainer(trainer, cfg, stage="mdpo", n_rows=info["rows"], base=info["base"],
                        adapter_in=info["adapter"], on_event=on_event, extra=extra)
