@@ -80,12 +80,12 @@ class Loop:
 
     def learnat(self, step: str, *args: str, stdout: Path | None = None) -> None:
         cmd = ["learnat", *args]
+        print(f"[loop] {step}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        if self.a.dry_run:
+            return  # commands.sh holds what ran, not what a dry run would run
         with (self.dir / "commands.sh").open("a") as f:
             redirect = f" > {shlex.quote(str(stdout))}" if stdout else ""
             f.write(" ".join(shlex.quote(c) for c in cmd) + redirect + "\n")
-        print(f"[loop] {step}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-        if self.a.dry_run:
-            return
         env = dict(os.environ)
         if self.a.scale == "tiny":
             env.setdefault("OMP_NUM_THREADS", "1")
@@ -154,7 +154,7 @@ class Loop:
             flags += ["--lr", "2e-4"] if not tiny else []
         else:
             flags += ["--beta", "0.1", "--gamma", "0" if stage == "dpo" else "1"]
-            flags += ["--lr", "2e-5"] if not tiny else []
+            flags += ["--lr", str(self.a.pref_lr)] if not tiny else []
         return flags
 
     def pair_sample(self, pairs: Path) -> Path:
@@ -471,6 +471,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(REPO / "runs"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--pref-lr", type=float, default=5e-5,
+                    help="MDPO/DPO learning rate (LoRA; 1,000 pairs are ~60 updates of 16 pairs)")
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))
