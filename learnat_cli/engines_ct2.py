@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from learnat_cli.errors import LearnatError
-from learnat_cli.paths import cache_dir
+from learnat_cli.paths import cache_dir, folder_identity
 
 Progress = Optional[Callable[[str, int, int], None]]  # noqa: UP045  (phase, done, total)
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16")
@@ -68,12 +68,7 @@ def _require_ct2():
 
 def _identity(folder: Path) -> list:
     """What changes when the folder's model changes: names, sizes, mtimes of its config and weight files."""
-    out: list = [str(folder.resolve())]
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.name in _ID_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
-            st = f.stat()
-            out.append([f.name, st.st_size, st.st_mtime_ns])
-    return out
+    return folder_identity(folder, lambda name: name in _ID_FILES or name.endswith(_WEIGHT_SUFFIXES))
 
 
 def _resolve_source(spec: str | None, adapter: str | None, progress: Progress) -> tuple[Path, Path | None]:

@@ -49,6 +49,7 @@ from typing import Any
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, parse_record, read_jsonl
+from learnat_cli.paths import cache_dir, folder_identity
 from learnat_cli.records import PreferencePair
 from learnat_cli.training.config import MARGIN_FORMS, MdpoConfig
 from learnat_cli.training.runner import (
@@ -181,14 +182,14 @@ def shared_prefix_logps(lm, input_ids, attention_mask, completion_mask):
 
 
 def _folder_fingerprint(path: str | None) -> list | None:
-    """Names, sizes and mtimes of a model folder's files (what changes when its weights change)."""
+    """A model folder's weight, config, tokenizer and chat-template files (:func:`folder_identity`); a name
+    that is no folder (a hub id) as itself."""
     if not path:
         return None
     p = Path(path).expanduser()
     if not p.is_dir():
         return [str(path)]
-    return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir())
-                                 if f.is_file() and f.suffix in (".json", ".jinja", ".safetensors", ".bin")]
+    return folder_identity(p, lambda name: name.endswith((".json", ".jinja", ".safetensors", ".bin")))
 
 
 class RefLogpsStore:
@@ -217,8 +218,6 @@ class RefLogpsStore:
         log-probs, several processes)."""
         if cfg.ref_cache == "off" or cfg.precompute_ref or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             return None
-        from learnat_cli.paths import cache_dir
-
         h = hashlib.sha256()
         ident = {"v": cls.VERSION, "model": _folder_fingerprint(model_path),
                  "adapter": _folder_fingerprint(adapter), "ref_model": _folder_fingerprint(cfg.ref_model),
