@@ -241,9 +241,11 @@ class Loop:
 
         winner, base = ship_decision(out["results"])
         if winner is None:
-            why = ("no trained configuration was evaluated" if base is None or not out["results"] else
-                   f"no trained configuration beats the best base one ({base['label']}, "
-                   f"{base['ex']:.1f}% EX)")
+            if base is None or not any(CONFIGS[r["config"]][0] for r in out["results"]):
+                why = "the base and a trained configuration must both be evaluated first"
+            else:
+                why = (f"no trained configuration beats the best base one ({base['label']}, "
+                       f"{base['ex']:.1f}% EX)")
             return {"shipped": False, "why": why}
         stage, mode, _ = CONFIGS[winner["config"]]
         student = self.a.student or (str(self.dir / "tiny-model") if self.a.scale == "tiny"
@@ -366,10 +368,7 @@ def model_card(out: dict, winner: dict, base: dict, run_dir: Path) -> str:
               f"semantics, `learnat eval --metric spider`). Shipped: **{winner['label']}**, "
               f"{winner['ex']:.1f}% EX, against the best plain-base configuration ({base['label']}) "
               f"{base['ex']:.1f}%.", ""]
-    table = markdown(out).split("\n")
-    start = next(i for i, ln in enumerate(table) if ln.startswith("| configuration"))
-    end = next((i for i in range(start, len(table)) if not table[i].startswith("|")), len(table))
-    lines += table[start:end]
+    lines += ex_table(out["results"])
     lines += ["", "## Licences", "",
               "- Training data: Spider (Yu et al., 2018), CC BY-SA 4.0. The adapter is a work derived from "
               "it and is shared under the same licence.",
@@ -387,6 +386,21 @@ def _f(v, nd: int = 3) -> str:
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def ex_table(rows: list[dict]) -> list[str]:
+    """The Markdown table of EX (overall and by hardness), latency, tokens and training time per
+    configuration: in results.md and in a shipped student's model card."""
+    levels = levels_of(rows)
+    head = ["configuration", "n", "EX", *levels, "p50", "p95", "tokens/answer", "decomposed", "training s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lv = [f"{r['by_hardness'][x]:.1f} ({r['count_by_hardness'][x]})" if x in r["by_hardness"] else "-"
+              for x in levels]
+        cells = [r["label"], str(r["n"]), f"{r['ex']:.1f}", *lv, f"{_f(r['p50_s'], 2)} s",
+                 f"{_f(r['p95_s'], 2)} s", _f(r["tokens_mean"], 1), str(r["decomposed"]), _f(r["train_s"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(out: dict) -> str:
     lines = [f"# Loop `{out['name']}` ({out['scale']}, student: {out['student']})", "",
              f"Synthesis: {out['decompositions']} decompositions of {out['train_questions']} train "
@@ -397,15 +411,7 @@ def markdown(out: dict) -> str:
             lines.append(f"- {s}: {m['steps']}/{m['max_steps']} steps ({state}), loss "
                          f"{_f(m['first_loss'])} -> {_f(m['final_loss'])}, "
                          f"{_f(m['tokens_per_s'], 1)} tokens/s")
-    levels = levels_of(out["results"])
-    head = ["configuration", "n", "EX", *levels, "p50", "p95", "tokens/answer", "decomposed", "training s"]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in out["results"]:
-        lv = [f"{r['by_hardness'][x]:.1f} ({r['count_by_hardness'][x]})" if x in r["by_hardness"] else "-"
-              for x in levels]
-        cells = [r["label"], str(r["n"]), f"{r['ex']:.1f}", *lv, f"{_f(r['p50_s'], 2)} s",
-                 f"{_f(r['p95_s'], 2)} s", _f(r["tokens_mean"], 1), str(r["decomposed"]), _f(r["train_s"], 0)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *ex_table(out["results"])]
     from learnat_cli.metrics import FAILURES
 
     classes = [c for c in FAILURES if any(r.get("failures", {}).get(c) for r in out["results"])]
