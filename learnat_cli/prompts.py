@@ -226,6 +226,7 @@ def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
     without a ``Final SQL:`` line the last step's SQL is the final one, and a bare SQL answer (or a ```sql
     block) is taken as the final SQL (:func:`extract_sql`)."""
     steps: list[tuple[str, str]] = []
+    seen: set[str] = set()  # the steps' SQL, normalized (_norm_sql)
     final: str | None = None
     cur_q: str | None = None
     lines = text.splitlines()
@@ -250,7 +251,8 @@ def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
         m_sql = _SQL_RE.match(line)
         if m_sql and cur_q is not None:
             sql = _strip_fences(m_sql.group(1))
-            if _norm_sql(sql) not in {_norm_sql(q) for _, q in steps}:  # a repeated step adds nothing
+            if _norm_sql(sql) not in seen:  # a repeated step adds nothing
+                seen.add(_norm_sql(sql))
                 steps.append((cur_q, sql))
             cur_q = None
         i += 1
