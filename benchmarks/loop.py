@@ -10,8 +10,9 @@ Every step is a ``learnat`` command line (written to ``runs/<name>/commands.sh``
 stderr to ``runs/<name>/logs/<step>.log``) and is skipped when its output is complete: the synthesis and the
 ``ask`` runs append and resume; training runs with ``--resume`` and, with ``--budget``, ``--max-time``, so
 each stage stops at a checkpoint after that many seconds and the next ``make loop`` continues it (a loop
-carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``).
-Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
+carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``,
+a sitting killed inside a step counted up to the last write of its log). Each student is asked and scored as
+soon as it exists (the base first, then SFT, MDPO, DPO), so every sitting leaves results. Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
 
 ``--ship`` (part 4 of the issue): when the trained configuration with the best EX beats every base
 configuration, its adapter is packaged as ``ask``'s default student (``learnat_cli.shipped.ship`` into
@@ -73,15 +74,34 @@ class Loop:
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.ran: list[str] = []
+        self._count_killed_sitting()
 
     # ---------------------------------------------------------------------------------------------- helpers
     def save_state(self) -> None:
         self.state_path.write_text(json.dumps(self.state, indent=1))
 
+    def _count_killed_sitting(self) -> None:
+        """A sitting killed during a step (a session's end, a reboot) left its start in ``state["running"]``:
+        its time is counted up to the last write of that step's log, with a note saying so."""
+        run = self.state.pop("running", None)
+        if not run or self.a.dry_run:
+            return
+        log = self.logs / f"{run['step']}.log"
+        end = log.stat().st_mtime if log.exists() else run["since"]
+        secs = round(max(0.0, end - run["since"]), 1)
+        self.state.setdefault("seconds", {}).setdefault(run["step"], 0.0)
+        self.state["seconds"][run["step"]] += secs
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["since"]))
+        self.state.setdefault("notes", []).append(
+            f"{run['step']}: the sitting started {start} ended without the loop (killed); {secs} s counted, "
+            "up to the last write of its log")
+        self.save_state()
+
     def learnat(self, step: str, *args: str, stdout: Path | None = None) -> None:
         cmd = ["learnat", *args]
         print(f"[loop] {step}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         if self.a.dry_run:
+            self.ran.append(step)  # a dry run goes on as if the step had completed
             return  # commands.sh holds what ran, not what a dry run would run
         with (self.dir / "commands.sh").open("a") as f:
             redirect = f" > {shlex.quote(str(stdout))}" if stdout else ""
@@ -90,10 +110,13 @@ class Loop:
         if self.a.scale == "tiny":
             env.setdefault("OMP_NUM_THREADS", "1")
         t0 = time.time()
+        self.state["running"] = {"step": step, "since": t0}
+        self.save_state()
         with (self.logs / f"{step}.log").open("a") as err, \
                 (stdout.open("w") if stdout else open(os.devnull, "w")) as out:
             rc = subprocess.run([sys.executable, "-m", "learnat_commands.main", *args], stdout=out,
                                 stderr=err, env=env, cwd=REPO, check=False).returncode
+        self.state.pop("running", None)
         self.state.setdefault("seconds", {}).setdefault(step, 0.0)
         self.state["seconds"][step] += round(time.time() - t0, 1)
         self.save_state()
@@ -161,7 +184,7 @@ class Loop:
         """``--pairs`` preference pairs drawn (seeded) from all the trees' pairs, in file order: MDPO and the
         DPO ablation train on the same pairs, spread over every tree rather than the first trees' pairs."""
         out = self.dir / "pairs-train.jsonl"
-        if out.exists() and out.stat().st_mtime >= pairs.stat().st_mtime:
+        if self.a.dry_run or out.exists() and out.stat().st_mtime >= pairs.stat().st_mtime:
             return out
         lines = [ln for ln in pairs.read_text(encoding="utf-8").splitlines() if ln.strip()]
         keep = sorted(random.Random(self.a.seed).sample(range(len(lines)), min(self.a.pairs, len(lines))))
@@ -169,6 +192,8 @@ class Loop:
         return out
 
     def trained(self, stage: str) -> bool:
+        if self.a.dry_run and stage in self.ran:
+            return True
         man = self.dir / stage / "manifest.json"
         if not man.exists():
             return False
@@ -198,41 +223,48 @@ class Loop:
             self.learnat("build-pairs", "build-pairs", str(trees), "-o", str(pairs))
         if not sft_rows.exists() or sft_rows.stat().st_mtime < trees.stat().st_mtime:
             self.learnat("build-pairs-sft", "build-pairs", str(trees), "--sft", "-o", str(sft_rows))
-        # 3-5. SFT, then MDPO and the plain-DPO ablation from the same SFT adapter
-        need = {CONFIGS[c][0] for c in a.configs}
-        if need - {None} and not self.trained("sft"):
-            self.learnat("sft", "sft", str(sft_rows), *student, "-o", str(self.dir / "sft"),
-                         *self.train_flags("sft"))
-        for stage in ("mdpo", "dpo"):
-            if stage in need and not self.trained(stage):
-                if not self.trained("sft"):
-                    break  # the SFT budget ran out in this sitting
-                self.learnat(stage, "mdpo", str(self.pair_sample(pairs)), "--model", str(self.dir / "sft"),
-                             "-o", str(self.dir / stage), *self.train_flags(stage))
-        # 6-7. ask and eval per configuration
-        for name in a.configs:
-            stage, mode, _ = CONFIGS[name]
-            if stage is not None and not self.trained(stage):
+        # 3-7. each student in turn (the base, SFT, then MDPO and the plain-DPO ablation from the same SFT
+        # adapter): trained, then every configuration that uses it asked and scored at once, so a loop carried
+        # over several sittings has results for each student as soon as it exists, not after the last training
+        students = {CONFIGS[c][0] for c in a.configs} - {None}
+        students |= {"sft"} if students else set()  # MDPO and DPO start from the SFT adapter
+        for stage in (None, "sft", "mdpo", "dpo"):
+            if stage is not None and stage not in students:
                 continue
-            preds, report = self.dir / f"ask-{name}.jsonl", self.dir / f"eval-{name}.json"
-            # base configurations name no adapter explicitly: a shipped trained student is not the base
-            adapter = ["--adapter", str(self.dir / stage) if stage else "none"]
-            if count_lines(preds) < count_lines(evals):
-                tiny = ["--max-new-tokens", "16", "--retries", "0"]
-                extra = tiny if a.scale == "tiny" else []
-                self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
-                             "--decompose", mode, "--backend", a.backend, "--schema-format", a.schema_format,
-                             *extra, "-o", str(preds))
-            if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
-                metric = ["--metric", "spider"]
-                self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, *metric, "--report", str(report),
-                             stdout=self.dir / f"eval-{name}.jsonl")
+            if stage is not None and not self.trained(stage):
+                if stage == "sft":
+                    self.learnat("sft", "sft", str(sft_rows), *student, "-o", str(self.dir / "sft"),
+                                 *self.train_flags("sft"))
+                else:
+                    self.learnat(stage, "mdpo", str(self.pair_sample(pairs)), "--model",
+                                 str(self.dir / "sft"), "-o", str(self.dir / stage), *self.train_flags(stage))
+                if not self.trained(stage):
+                    break  # its --budget ran out in this sitting: the next one resumes it
+            for name in a.configs:
+                if CONFIGS[name][0] == stage:
+                    self.ask_and_eval(name, evals, dbopts, student)
         out = self.summarize()
         if a.ship and not a.dry_run:
             out["ship"] = self.ship(out)
             (self.dir / "results.json").write_text(json.dumps(out, indent=1))
             (self.dir / "results.md").write_text(markdown(out))
         return out
+
+    def ask_and_eval(self, name: str, evals: Path, dbopts: list[str], student: list[str]) -> None:
+        """``ask`` (appends, resumes) then ``eval`` for one configuration."""
+        a = self.a
+        stage, mode, _ = CONFIGS[name]
+        preds, report = self.dir / f"ask-{name}.jsonl", self.dir / f"eval-{name}.json"
+        # base configurations name no adapter explicitly: a shipped trained student is not the base
+        adapter = ["--adapter", str(self.dir / stage) if stage else "none"]
+        if count_lines(preds) < count_lines(evals):
+            extra = ["--max-new-tokens", "16", "--retries", "0"] if a.scale == "tiny" else []
+            self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
+                         "--decompose", mode, "--backend", a.backend, "--schema-format", a.schema_format,
+                         *extra, "-o", str(preds))
+        if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
+            self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, "--metric", "spider", "--report",
+                         str(report), stdout=self.dir / f"eval-{name}.jsonl")
 
     # ------------------------------------------------------------------------------------------------ ship
     def ship(self, out: dict) -> dict:

@@ -15,9 +15,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["decompose", "build-pairs", "build-pairs-sft", "sft", "mdpo", "dpo"]
+SYNTHESIS = ["decompose", "build-pairs", "build-pairs-sft"]
 CONFIGS = ["base-zero", "base-default", "sft-decompose", "mdpo-decompose", "mdpo-auto", "mdpo-direct",
            "dpo-decompose"]
+STUDENT = {"base-zero": None, "base-default": None, "sft-decompose": "sft", "mdpo-decompose": "mdpo",
+           "mdpo-auto": "mdpo", "mdpo-direct": "mdpo", "dpo-decompose": "dpo"}
+
+
+def _steps() -> list[str]:
+    """The order the loop runs its steps: synthesis, then each student (the base, SFT, MDPO, DPO) trained and
+    at once asked and scored in every configuration that uses it."""
+    steps = list(SYNTHESIS)
+    for stage in (None, "sft", "mdpo", "dpo"):
+        steps += [stage] if stage else []
+        steps += [f"{s}-{c}" for c in CONFIGS if STUDENT[c] == stage for s in ("ask", "eval")]
+    return steps
 
 
 def _make(runs: Path) -> dict:
@@ -34,7 +46,7 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     pytest.importorskip("matplotlib")
     out = _make(tmp_path)
     run = tmp_path / "tiny"
-    assert out["ran"] == STAGES + [f"{s}-{c}" for c in CONFIGS for s in ("ask", "eval")]
+    assert out["ran"] == _steps()
     for f in ("train.jsonl", "eval.jsonl", "decompositions.jsonl", "trees.jsonl", "pairs.jsonl", "sft.jsonl",
               "commands.sh", "results.md", "results.json", "state.json"):
         assert (run / f).stat().st_size > 0, f
@@ -106,6 +118,41 @@ def _ship_only_a_winner(runs: Path, run: Path) -> None:
     assert "CC BY-SA 4.0" in card and "| SFT+MDPO, adaptive path |" in card and "- mdpo:" in card
     assert "Shipped as `ask`'s default student: SFT+MDPO, adaptive path" in (run / "results.md").read_text()
     assert loop.ship_decision([]) == (None, None)
+
+
+def test_dry_run_lists_every_step_in_the_order_it_would_run(tmp_path, capsys):
+    """A dry run prints the whole chain (no step is trained, so it goes on as if each had completed) and runs
+    and records nothing: the base is scored before SFT, each student right after its training."""
+    pytest.importorskip("tokenizers")
+    loop = _loop_module()
+    assert loop.main(["--scale", "tiny", "--runs", str(tmp_path), "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ran"] == _steps()
+    run = tmp_path / "tiny"
+    assert not (run / "commands.sh").exists() and not (run / "sft").exists()
+    assert not (run / "decompositions.jsonl").exists()
+
+
+def test_a_killed_sitting_is_counted_up_to_its_logs_last_write(tmp_path):
+    """A sitting killed inside a step (the loop never returned) leaves its start in state.json; the next
+    loop counts that step's time up to the last write of its log and says so in the notes."""
+    import argparse
+
+    loop = _loop_module()
+    run = tmp_path / "r"
+    (run / "logs").mkdir(parents=True)
+    log = run / "logs" / "sft.log"
+    log.write_text("learnat sft: step 3/9\n")
+    os.utime(log, (1_000_250.0, 1_000_250.0))
+    state = {"seconds": {"sft": 100.0}, "running": {"step": "sft", "since": 1_000_000.0}}
+    (run / "state.json").write_text(json.dumps(state))
+    args = argparse.Namespace(runs=str(tmp_path), name="r", dry_run=False)
+    loop.Loop(args)
+    after = json.loads((run / "state.json").read_text())
+    assert after["seconds"]["sft"] == 350.0 and "running" not in after
+    assert "sft: the sitting started" in after["notes"][0] and "250.0 s counted" in after["notes"][0]
+    loop.Loop(args)  # counted once
+    assert json.loads((run / "state.json").read_text())["seconds"]["sft"] == 350.0
 
 
 def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_path):
