@@ -12,7 +12,8 @@ stderr to ``runs/<name>/logs/<step>.log``) and is skipped when its output is com
 each stage stops at a checkpoint after that many seconds and the next ``make loop`` continues it (a loop
 carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``,
 a sitting killed inside a step counted up to the last write of its log). Each student is asked and scored as
-soon as it exists (the base first, then SFT, MDPO, DPO), so every sitting leaves results. Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
+soon as it exists (the base first, then SFT, MDPO, DPO), so every sitting leaves results.
+Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
 
 ``--ship`` (part 4 of the issue): when the trained configuration with the best EX beats every base
 configuration, its adapter is packaged as ``ask``'s default student (``learnat_cli.shipped.ship`` into
@@ -45,6 +46,9 @@ CONFIGS = {
     "base-zero": (None, "never", "base, zero-shot (direct SQL)"),
     "base-default": (None, "auto", "base, default (adaptive fast path)"),
     "sft-decompose": ("sft", "always", "SFT, decomposition"),
+    # the SFT rows follow ask's adaptive rule (simple questions train the direct prompt), so this is the SFT
+    # student's own path and what MDPO is measured against
+    "sft-auto": ("sft", "auto", "SFT, adaptive path"),
     "mdpo-decompose": ("mdpo", "always", "SFT+MDPO, decomposition"),
     "mdpo-auto": ("mdpo", "auto", "SFT+MDPO, adaptive path"),
     "mdpo-direct": ("mdpo", "never", "SFT+MDPO, direct SQL"),

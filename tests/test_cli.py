@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -204,7 +205,8 @@ def test_shell_completion_completes_subcommands_and_options(tmp_path):
     import os
     import shutil
 
-    exe = shutil.which("learnat")
+    # the script installed beside this interpreter (a pyenv shim on PATH needs the real HOME set below)
+    exe = shutil.which("learnat", path=str(Path(sys.executable).parent)) or shutil.which("learnat")
     if exe is None:
         pytest.skip("the learnat script is not installed (pip install -e .)")
     env = dict(os.environ, _LEARNAT_COMPLETE="complete_bash", COMP_WORDS="learnat dec", COMP_CWORD="1")

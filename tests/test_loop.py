@@ -16,10 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHESIS = ["decompose", "build-pairs", "build-pairs-sft"]
-CONFIGS = ["base-zero", "base-default", "sft-decompose", "mdpo-decompose", "mdpo-auto", "mdpo-direct",
-           "dpo-decompose"]
-STUDENT = {"base-zero": None, "base-default": None, "sft-decompose": "sft", "mdpo-decompose": "mdpo",
-           "mdpo-auto": "mdpo", "mdpo-direct": "mdpo", "dpo-decompose": "dpo"}
+CONFIGS = ["base-zero", "base-default", "sft-decompose", "sft-auto", "mdpo-decompose", "mdpo-auto",
+           "mdpo-direct", "dpo-decompose"]
+STUDENT = {"base-zero": None, "base-default": None, "sft-decompose": "sft", "sft-auto": "sft",
+           "mdpo-decompose": "mdpo", "mdpo-auto": "mdpo", "mdpo-direct": "mdpo", "dpo-decompose": "dpo"}
 
 
 def _steps() -> list[str]:
