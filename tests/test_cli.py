@@ -216,5 +216,7 @@ def test_shell_completion_completes_subcommands_and_options(tmp_path):
     proc = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["--max-new-tokens"], proc.stderr
     env = dict(os.environ, SHELL="/bin/bash", HOME=str(tmp_path))
-    proc = subprocess.run([exe, "--show-completion"], env=env, capture_output=True, text=True, timeout=60)
+    # the shell is named: detection reads the parent processes, and a test run from a job has no shell above
+    proc = subprocess.run([exe, "--show-completion", "bash"], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0 and "_LEARNAT_COMPLETE=complete_bash" in proc.stdout
