@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shlex
@@ -318,6 +319,10 @@ class Loop:
                 "train_s": self._train_seconds(stage),
                 "failures": rep.get("failures", {}),
             })
+            scored = self.dir / f"eval-{name}.jsonl"
+            rows[-1]["_correct"] = ({r["id"]: bool(r.get("correct")) for r in map(json.loads, scored.open())
+                                     if "id" in r} if scored.exists() else {})
+        paired(rows)
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
         out = {"name": self.a.name, "scale": self.a.scale, "student": student,
@@ -422,6 +427,33 @@ def _f(v, nd: int = 3) -> str:
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar test: the chance of a split of the ``b + c`` discordant questions at least as
+    uneven as ``b``:``c`` if both configurations were equally good (binomial, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(rows: list[dict]) -> None:
+    """Each configuration against the best base one (by EX) on the same questions: how many it gets right
+    that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference. The
+    per-question outcomes (``_correct``) are dropped from the rows."""
+    correct = {r["config"]: r.pop("_correct", {}) for r in rows}
+    base = max((r for r in rows if CONFIGS[r["config"]][0] is None), key=lambda r: r["ex"], default=None)
+    for r in rows:
+        if base is None or r is base or not correct[base["config"]]:
+            continue
+        ref, mine = correct[base["config"]], correct[r["config"]]
+        both = ref.keys() & mine.keys()
+        fixed = sum(mine[i] and not ref[i] for i in both)
+        broken = sum(ref[i] and not mine[i] for i in both)
+        r["vs_base"] = {"base": base["config"], "fixed": fixed, "broken": broken,
+                        "p": round(mcnemar_p(fixed, broken), 4)}
+
+
 def ex_table(rows: list[dict]) -> list[str]:
     """The Markdown table of EX (overall and by hardness), latency, tokens and training time per
     configuration: in results.md and in a shipped student's model card."""
@@ -457,6 +489,15 @@ def markdown(out: dict) -> str:
         for r in out["results"]:
             lines.append(f"| {r['label']} | " + " | ".join(str(r.get("failures", {}).get(c, 0))
                                                       for c in classes) + " |")
+    vs = [r for r in out["results"] if r.get("vs_base")]
+    if vs:  # paired on the same questions: what moved, and whether the difference is more than chance
+        base = CONFIGS[vs[0]["vs_base"]["base"]][2]
+        lines += ["", f"Against the best base configuration ({base}), question by question:", "",
+                  "| configuration | EX - base | fixed | broken | McNemar p |", "|---|---|---|---|---|"]
+        for r in vs:
+            v = r["vs_base"]
+            lines.append(f"| {r['label']} | {(v['fixed'] - v['broken']) / max(1, r['n'] or 0) * 100:+.1f} | "
+                         f"{v['fixed']} | {v['broken']} | {v['p']:.3g} |")
     ship = out.get("ship")
     if ship:
         lines += ["", (f"Shipped as `ask`'s default student: {CONFIGS[ship['config']][2]} "

@@ -68,6 +68,15 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     # the wrong answers of the (random) tiny students, by eval's failure class
     assert all(0 < sum(r["failures"].values()) <= r["n"] for r in res["results"] if r["ex"] < 100)
     assert "Wrong answers by failure class" in md
+    # each configuration against the best base one, question by question
+    vs = [r["vs_base"] for r in res["results"] if "vs_base" in r]
+    assert len(vs) == len(CONFIGS) - 1 and all(0 <= v["p"] <= 1 for v in vs)
+    best = max(r["ex"] for r in res["results"] if r["config"].startswith("base"))
+    for r in res["results"]:
+        if "vs_base" in r:  # the same questions: the EX difference is what was fixed less what was broken
+            moved = 100 * (r["vs_base"]["fixed"] - r["vs_base"]["broken"]) / r["n"]
+            assert r["ex"] - best == pytest.approx(moved, abs=0.11)
+    assert "McNemar p" in md
     # every command the loop ran is in commands.sh, replayable as is
     assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
     assert _make(tmp_path)["ran"] == []  # complete: nothing runs again
@@ -118,6 +127,13 @@ def _ship_only_a_winner(runs: Path, run: Path) -> None:
     assert "CC BY-SA 4.0" in card and "| SFT+MDPO, adaptive path |" in card and "- mdpo:" in card
     assert "Shipped as `ask`'s default student: SFT+MDPO, adaptive path" in (run / "results.md").read_text()
     assert loop.ship_decision([]) == (None, None)
+
+
+def test_mcnemar_exact_p():
+    loop = _loop_module()
+    assert loop.mcnemar_p(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 2 ** 12)  # exact binomial tail
+    assert loop.mcnemar_p(2, 10) == loop.mcnemar_p(10, 2)
+    assert loop.mcnemar_p(5, 5) == 1.0 and loop.mcnemar_p(0, 0) == 1.0
 
 
 def test_dry_run_lists_every_step_in_the_order_it_would_run(tmp_path, capsys):
