@@ -11,8 +11,8 @@ stderr to ``runs/<name>/logs/<step>.log``) and is skipped when its output is com
 ``ask`` runs append and resume; training runs with ``--resume`` and, with ``--budget``, ``--max-time``, so
 each stage stops at a checkpoint after that many seconds and the next ``make loop`` continues it (a loop
 carried over several sittings; the summed wall time of each step is kept in ``runs/<name>/state.json``,
-a sitting killed inside a step counted up to the last write of its log). Each student is asked and scored as
-soon as it exists (the base first, then SFT, MDPO, DPO), so every sitting leaves results.
+a sitting killed inside a step counted up to the last write of its log or output). Each student is asked and
+scored as soon as it exists (the base first, then SFT, MDPO, DPO), so every sitting leaves results.
 Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``.
 
 ``--ship`` (part 4 of the issue): when the trained configuration with the best EX beats every base
@@ -91,18 +91,19 @@ class Loop:
         run = self.state.pop("running", None)
         if not run or self.a.dry_run:
             return
-        log = self.logs / f"{run['step']}.log"
-        end = log.stat().st_mtime if log.exists() else run["since"]
+        # the last sign of life: the step's log (training logs every step) or its output (ask appends answers)
+        marks = [self.logs / f"{run['step']}.log", *(Path(w) for w in run.get("watch", []))]
+        end = max([m.stat().st_mtime for m in marks if m.exists()] + [run["since"]])
         secs = round(max(0.0, end - run["since"]), 1)
         self.state.setdefault("seconds", {}).setdefault(run["step"], 0.0)
         self.state["seconds"][run["step"]] += secs
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["since"]))
         self.state.setdefault("notes", []).append(
             f"{run['step']}: the sitting started {start} ended without the loop (killed); {secs} s counted, "
-            "up to the last write of its log")
+            "up to the last write of its log or output")
         self.save_state()
 
-    def learnat(self, step: str, *args: str, stdout: Path | None = None) -> None:
+    def learnat(self, step: str, *args: str, stdout: Path | None = None, watch: Path | None = None) -> None:
         cmd = ["learnat", *args]
         print(f"[loop] {step}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         if self.a.dry_run:
@@ -115,7 +116,7 @@ class Loop:
         if self.a.scale == "tiny":
             env.setdefault("OMP_NUM_THREADS", "1")
         t0 = time.time()
-        self.state["running"] = {"step": step, "since": t0}
+        self.state["running"] = {"step": step, "since": t0, "watch": [str(watch)] if watch else []}
         self.save_state()
         with (self.logs / f"{step}.log").open("a") as err, \
                 (stdout.open("w") if stdout else open(os.devnull, "w")) as out:
@@ -266,7 +267,7 @@ class Loop:
             extra = ["--max-new-tokens", "16", "--retries", "0"] if a.scale == "tiny" else []
             self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
                          "--decompose", mode, "--backend", a.backend, "--schema-format", a.schema_format,
-                         *extra, "-o", str(preds))
+                         *extra, "-o", str(preds), watch=preds)
         if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
             self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, "--metric", "spider", "--report",
                          str(report), stdout=self.dir / f"eval-{name}.jsonl")

@@ -169,6 +169,14 @@ def test_a_killed_sitting_is_counted_up_to_its_logs_last_write(tmp_path):
     assert "sft: the sitting started" in after["notes"][0] and "250.0 s counted" in after["notes"][0]
     loop.Loop(args)  # counted once
     assert json.loads((run / "state.json").read_text())["seconds"]["sft"] == 350.0
+    # an ask step logs little: the answers it appended are its last sign of life
+    preds = run / "ask-x.jsonl"
+    preds.write_text("{}\n")
+    os.utime(preds, (1_000_100.0, 1_000_100.0))
+    state = {"running": {"step": "ask-x", "since": 1_000_000.0, "watch": [str(preds)]}}
+    (run / "state.json").write_text(json.dumps(state))
+    loop.Loop(args)
+    assert json.loads((run / "state.json").read_text())["seconds"]["ask-x"] == 100.0
 
 
 def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_path):
