@@ -321,8 +321,9 @@ class Loop:
                 "failures": rep.get("failures", {}),
             })
             scored = self.dir / f"eval-{name}.jsonl"
-            rows[-1]["_correct"] = ({r["id"]: bool(r.get("correct")) for r in map(json.loads, scored.open())
-                                     if "id" in r} if scored.exists() else {})
+            graded = [json.loads(ln) for ln in scored.open() if ln.strip()] if scored.exists() else []
+            rows[-1]["_correct"] = {r["id"]: bool(r.get("correct")) for r in graded if "id" in r}
+            rows[-1]["tables"] = table_choice(graded)
         paired(rows)
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
@@ -428,6 +429,37 @@ def _f(v, nd: int = 3) -> str:
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+TABLE_CHOICE = ("same tables", "extra tables", "missing tables", "other tables", "unparsed")
+
+
+def table_choice(graded: list[dict]) -> dict[str, int]:
+    """Schema linking in the wrong answers, measured: the tables each wrong prediction reads against the gold
+    query's (``same tables``: the error is elsewhere; ``extra tables``: a superset, e.g. a join the question
+    did not need; ``missing tables``: a subset; ``other tables``: neither; ``unparsed``: no SQL to read)."""
+    from learnat_cli.sql import tables_and_columns
+
+    out = dict.fromkeys(TABLE_CHOICE, 0)
+    for r in graded:
+        if r.get("correct") or r.get("gold_error"):
+            continue
+        try:
+            pred, gold = tables_and_columns(r.get("pred") or "")[0], tables_and_columns(r["gold"])[0]
+        except Exception:  # noqa: BLE001 - an empty or unparsable prediction is counted, not raised
+            out["unparsed"] += 1
+            continue
+        if not pred:
+            out["unparsed"] += 1
+        elif pred == gold:
+            out["same tables"] += 1
+        elif pred > gold:
+            out["extra tables"] += 1
+        elif pred < gold:
+            out["missing tables"] += 1
+        else:
+            out["other tables"] += 1
+    return out
+
+
 def mcnemar_p(b: int, c: int) -> float:
     """Two-sided exact McNemar test: the chance of a split of the ``b + c`` discordant questions at least as
     uneven as ``b``:``c`` if both configurations were equally good (binomial, p = 1/2)."""
@@ -490,6 +522,13 @@ def markdown(out: dict) -> str:
         for r in out["results"]:
             lines.append(f"| {r['label']} | " + " | ".join(str(r.get("failures", {}).get(c, 0))
                                                       for c in classes) + " |")
+    if any(sum(r.get("tables", {}).values()) for r in out["results"]):  # schema linking, measured
+        lines += ["", "Wrong answers by the tables they read against the gold query's:", "",
+                  "| configuration | " + " | ".join(TABLE_CHOICE) + " |",
+                  "|" + "---|" * (len(TABLE_CHOICE) + 1)]
+        for r in out["results"]:
+            lines.append(f"| {r['label']} | " + " | ".join(str(r.get("tables", {}).get(c, 0))
+                                                      for c in TABLE_CHOICE) + " |")
     vs = [r for r in out["results"] if r.get("vs_base")]
     if vs:  # paired on the same questions: what moved, and whether the difference is more than chance
         base = CONFIGS[vs[0]["vs_base"]["base"]][2]

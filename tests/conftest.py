@@ -94,6 +94,21 @@ def _no_traceback_check_bypass():
 
 
 @pytest.fixture(scope="session")
+def _suite_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("learnat-cache")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(request, monkeypatch, _suite_cache):
+    """Tests write conversions, stores and caches under a cache of the suite's own (shared by its tests, so a
+    tiny model is converted once), never into the user's ``$LEARNAT_CACHE``. Slow tests keep the user's: they
+    load the embedded model, which is converted there once."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("LEARNAT_CACHE", str(_suite_cache))
+    yield
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
     from learnat_cli.tiny import build_tiny_model

@@ -77,6 +77,8 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
             moved = 100 * (r["vs_base"]["fixed"] - r["vs_base"]["broken"]) / r["n"]
             assert r["ex"] - best == pytest.approx(moved, abs=0.11)
     assert "McNemar p" in md
+    for r in res["results"]:  # every wrong answer (the tiny model's golds all run) has a table choice
+        assert sum(r["tables"].values()) == sum(r["failures"].values())
     # every command the loop ran is in commands.sh, replayable as is
     assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
     assert _make(tmp_path)["ran"] == []  # complete: nothing runs again
@@ -134,6 +136,22 @@ def test_mcnemar_exact_p():
     assert loop.mcnemar_p(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 2 ** 12)  # exact binomial tail
     assert loop.mcnemar_p(2, 10) == loop.mcnemar_p(10, 2)
     assert loop.mcnemar_p(5, 5) == 1.0 and loop.mcnemar_p(0, 0) == 1.0
+
+
+def test_table_choice_counts_schema_linking_in_wrong_answers():
+    loop = _loop_module()
+    gold = "SELECT name FROM ship"
+    graded = [{"correct": True, "pred": gold, "gold": gold},  # right: not counted
+              {"correct": False, "pred": "SELECT name FROM ship ORDER BY name", "gold": gold},
+              {"correct": False, "pred": "SELECT T1.name FROM ship AS T1 JOIN battle AS T2 ON T1.id = T2.id",
+               "gold": gold},
+              {"correct": False, "pred": "SELECT name FROM ship", "gold": "SELECT T1.name FROM ship AS T1 "
+               "JOIN battle AS T2 ON T1.lost_in_battle = T2.id"},
+              {"correct": False, "pred": "SELECT name FROM battle", "gold": gold},
+              {"correct": False, "pred": "", "gold": gold},
+              {"correct": False, "pred": "SELECT", "gold": gold, "gold_error": "no such table"}]
+    assert loop.table_choice(graded) == {"same tables": 1, "extra tables": 1, "missing tables": 1,
+                                         "other tables": 1, "unparsed": 1}
 
 
 def test_dry_run_lists_every_step_in_the_order_it_would_run(tmp_path, capsys):
