@@ -475,7 +475,7 @@ def paired(rows: list[dict]) -> None:
     that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference. The
     per-question outcomes (``_correct``) are dropped from the rows."""
     correct = {r["config"]: r.pop("_correct", {}) for r in rows}
-    base = max((r for r in rows if CONFIGS[r["config"]][0] is None), key=lambda r: r["ex"], default=None)
+    _, base = ship_decision(rows)
     for r in rows:
         if base is None or r is base or not correct[base["config"]]:
             continue
@@ -502,6 +502,17 @@ def ex_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _count_table(title: str, rows: list[dict], key: str, classes) -> list[str]:
+    """A Markdown table of per-class counts (``row[key][class]``) per configuration, after a title."""
+    if not classes:
+        return []
+    lines = ["", title, "", "| configuration | " + " | ".join(classes) + " |",
+             "|" + "---|" * (len(classes) + 1)]
+    for r in rows:
+        lines.append(f"| {r['label']} | " + " | ".join(str(r.get(key, {}).get(c, 0)) for c in classes) + " |")
+    return lines
+
+
 def markdown(out: dict) -> str:
     lines = [f"# Loop `{out['name']}` ({out['scale']}, student: {out['student']})", "",
              f"Synthesis: {out['decompositions']} decompositions of {out['train_questions']} train "
@@ -515,20 +526,13 @@ def markdown(out: dict) -> str:
     lines += ["", *ex_table(out["results"])]
     from learnat_cli.metrics import FAILURES
 
-    classes = [c for c in FAILURES if any(r.get("failures", {}).get(c) for r in out["results"])]
-    if classes:  # why the wrong answers are wrong, measured by eval (metrics.FAILURES)
-        lines += ["", "Wrong answers by failure class (`learnat eval`):", "",
-                  "| configuration | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
-        for r in out["results"]:
-            lines.append(f"| {r['label']} | " + " | ".join(str(r.get("failures", {}).get(c, 0))
-                                                      for c in classes) + " |")
-    if any(sum(r.get("tables", {}).values()) for r in out["results"]):  # schema linking, measured
-        lines += ["", "Wrong answers by the tables they read against the gold query's:", "",
-                  "| configuration | " + " | ".join(TABLE_CHOICE) + " |",
-                  "|" + "---|" * (len(TABLE_CHOICE) + 1)]
-        for r in out["results"]:
-            lines.append(f"| {r['label']} | " + " | ".join(str(r.get("tables", {}).get(c, 0))
-                                                      for c in TABLE_CHOICE) + " |")
+    # why the wrong answers are wrong, measured: eval's failure classes (metrics.FAILURES), schema linking
+    rows = out["results"]
+    classes = [c for c in FAILURES if any(r.get("failures", {}).get(c) for r in rows)]
+    lines += _count_table("Wrong answers by failure class (`learnat eval`):", rows, "failures", classes)
+    if any(sum(r.get("tables", {}).values()) for r in rows):
+        lines += _count_table("Wrong answers by the tables they read against the gold query's:", rows,
+                              "tables", TABLE_CHOICE)
     vs = [r for r in out["results"] if r.get("vs_base")]
     if vs:  # paired on the same questions: what moved, and whether the difference is more than chance
         base = CONFIGS[vs[0]["vs_base"]["base"]][2]

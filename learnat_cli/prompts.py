@@ -251,8 +251,9 @@ def parse_answer(text: str) -> tuple[list[tuple[str, str]], str | None]:
         m_sql = _SQL_RE.match(line)
         if m_sql and cur_q is not None:
             sql = _strip_fences(m_sql.group(1))
-            if _norm_sql(sql) not in seen:  # a repeated step adds nothing
-                seen.add(_norm_sql(sql))
+            key = _norm_sql(sql)
+            if key not in seen:  # a repeated step adds nothing
+                seen.add(key)
                 steps.append((cur_q, sql))
             cur_q = None
         i += 1
