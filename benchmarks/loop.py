@@ -256,6 +256,23 @@ class Loop:
             (self.dir / "results.md").write_text(markdown(out))
         return out
 
+    def ask_settings(self) -> dict:
+        """The ask settings every configuration of this run is answered with, kept in state.json so that
+        configurations asked in different sittings stay comparable. A run whose answers predate the record
+        was asked before ``ask --rebind`` existed: without it."""
+        rec = self.state.get("ask")
+        if rec is None:
+            made = any((self.dir / f"ask-{n}.jsonl").exists() for n in CONFIGS)
+            rec = {"rebind": False} if made else {"rebind": True if self.a.rebind is None else self.a.rebind}
+            self.state["ask"] = rec
+            if not self.a.dry_run:
+                self.save_state()
+        if self.a.rebind is not None and self.a.rebind != rec["rebind"]:
+            have = "--rebind" if rec["rebind"] else "--no-rebind"
+            raise SystemExit(f"loop {self.a.name}: its answers were made with {have}; pass that, or start a "
+                             "new run (--name)")
+        return rec
+
     def ask_and_eval(self, name: str, evals: Path, dbopts: list[str], student: list[str]) -> None:
         """``ask`` (appends, resumes) then ``eval`` for one configuration."""
         a = self.a
@@ -265,9 +282,10 @@ class Loop:
         adapter = ["--adapter", str(self.dir / stage) if stage else "none"]
         if count_lines(preds) < count_lines(evals):
             extra = ["--max-new-tokens", "16", "--retries", "0"] if a.scale == "tiny" else []
+            rebind = "--rebind" if self.ask_settings()["rebind"] else "--no-rebind"
             self.learnat(f"ask-{name}", "ask", "--input", str(evals), *dbopts, *student, *adapter,
                          "--decompose", mode, "--backend", a.backend, "--schema-format", a.schema_format,
-                         *extra, "-o", str(preds), watch=preds)
+                         rebind, *extra, "-o", str(preds), watch=preds)
         if not report.exists() or report.stat().st_mtime < preds.stat().st_mtime:
             self.learnat(f"eval-{name}", "eval", str(preds), *dbopts, "--metric", "spider", "--report",
                          str(report), stdout=self.dir / f"eval-{name}.jsonl")
@@ -317,6 +335,7 @@ class Loop:
                 "p95_s": round(lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))], 2) if lat else None,
                 "tokens_mean": round(statistics.mean(toks), 1) if toks else None,
                 "decomposed": sum(bool(r.get("decomposed")) for r in recs),
+                "rebound": sum(bool(r.get("rebound_from")) for r in recs),
                 "train_s": self._train_seconds(stage),
                 "failures": rep.get("failures", {}),
             })
@@ -334,7 +353,8 @@ class Loop:
                "pairs": count_lines(self.dir / "pairs.jsonl"),
                "pairs_used": count_lines(self.dir / "pairs-train.jsonl"),
                "training": {s: self._manifest(s) for s in ("sft", "mdpo", "dpo")},
-               "seconds": self.state.get("seconds", {}), "results": rows, "ran_this_time": self.ran}
+               "seconds": self.state.get("seconds", {}), "ask": self.state.get("ask"), "results": rows,
+               "ran_this_time": self.ran}
         (self.dir / "results.json").write_text(json.dumps(out, indent=1))
         (self.dir / "results.md").write_text(markdown(out))
         if rows:
@@ -524,6 +544,11 @@ def markdown(out: dict) -> str:
                          f"{_f(m['first_loss'])} -> {_f(m['final_loss'])}, "
                          f"{_f(m['tokens_per_s'], 1)} tokens/s")
     lines += ["", *ex_table(out["results"])]
+    if out.get("ask") is not None:
+        on = out["ask"].get("rebind")
+        lines += ["", "ask " + ("rebinds a column put on the wrong table of a join (`--rebind`): "
+                                + ", ".join(f"{r['label']} {r.get('rebound', 0)}" for r in out["results"])
+                                if on else "without `--rebind` (the run's answers predate it)")]
     from learnat_cli.metrics import FAILURES
 
     # why the wrong answers are wrong, measured: eval's failure classes (metrics.FAILURES), schema linking
@@ -600,6 +625,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--pref-lr", type=float, default=5e-5,
                     help="MDPO/DPO learning rate (LoRA; 1,000 pairs are ~60 updates of 16 pairs)")
+    ap.add_argument("--rebind", action=argparse.BooleanOptionalAction, default=None,
+                    help="ask's --rebind (default: on for a new run; a run keeps what its answers used)")
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))

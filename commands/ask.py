@@ -49,6 +49,8 @@ def ask_cmd(
     top_p: Annotated[float, Opt(help="--samples: nucleus sampling threshold.")] = 0.95,
     timeout: Annotated[float, Opt(help="Query time limit in seconds.")] = 30.0,
     retries: Annotated[int, Opt(help="Retries with the error in the prompt.")] = 1,
+    rebind: Annotated[bool, Opt("--rebind/--no-rebind", help="Move a column put on the wrong table of a join "
+                                                         "to the one table there that has it.")] = True,
     output: Annotated[str | None, Opt("-o", "--output", help="JSONL here (batch: resumable).")] = None,
 ) -> None:
     """Answer a question: decomposition, SQL, and the result table (stderr); a JSONL record on stdout."""
@@ -66,8 +68,8 @@ def _ask(o: SimpleNamespace) -> None:
     mode = o.decompose or adapter_decompose(adapter) or "auto"
     cfg = stage.AskConfig(decompose=mode, fast_threshold=o.fast_threshold, k_demos=o.k,
                           timeout_s=o.timeout, schema_format=fmt, schema_values=o.schema_values,
-                          max_new_tokens=o.max_new_tokens, retries=o.retries, samples=o.samples,
-                          temperature=o.temperature, top_p=o.top_p, seed=o.seed)
+                          max_new_tokens=o.max_new_tokens, retries=o.retries, rebind=o.rebind,
+                          samples=o.samples, temperature=o.temperature, top_p=o.top_p, seed=o.seed)
     cfg.check()
     stage.resolve_batch_size(o.batch_size or 1, None)  # a bad --batch-size fails before anything loads
     batch = o.input is not None or o.question == "-"

@@ -193,6 +193,8 @@ class Prediction(Example):
     candidates: list[VoteCandidate] | None = Field(default=None, exclude_if=lambda v: v is None)  # --samples
     vote: Vote | None = Field(default=None, exclude_if=lambda v: v is None)
     tokens: int | None = Field(default=None, exclude_if=lambda v: v is None)  # generated tokens
+    # the student's SQL when ``pred`` is it with a column moved to the one joined table that has it
+    rebound_from: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class EvalResult(Record):

@@ -621,3 +621,41 @@ def tables_and_columns(sql: str, dialect: str = "sqlite") -> tuple[set[str], set
             continue
         cols.add((tbl, name))
     return tables, cols
+
+
+def rebind_columns(sql: str, columns_of: dict[str, set[str]], dialect: str = "sqlite") -> str | None:
+    """``sql`` with each qualified column that its table lacks moved to the one table of the same SELECT that
+    has it (``T2.hometown`` -> ``T1.hometown`` when only ``T1``, ``teacher``, has ``hometown``); None when
+    nothing moves or ``sql`` does not parse. ``columns_of``: table -> its column names, lower-cased
+    (:meth:`learnat_cli.schema.Schema.names`).
+
+    Small students mostly fail by binding a real column to the wrong alias of a join (docs/BENCHMARKS.md,
+    "unknown column" failures); when exactly one table in scope has the column, the binding is not a guess.
+    Nothing else changes: unqualified columns, columns of derived tables and CTEs, outer references from
+    correlated subqueries and columns that several (or no) tables in scope have are left as written.
+    """
+    tree = try_parse(sql, dialect)
+    if tree is None:
+        return None
+    tree = tree.copy()
+    changed = False
+    for select in tree.find_all(exp.Select):
+        sources: list[tuple[str, str]] = []  # (alias as written, table lower-cased), one per FROM/JOIN table
+        joins = list(select.args.get("joins") or [])
+        for src in [select.args.get("from_") or select.args.get("from"), *joins]:
+            t = src.this if isinstance(src, (exp.From, exp.Join)) else None
+            if isinstance(t, exp.Table) and t.name:
+                sources.append((t.alias or t.name, t.name.lower()))
+        scope = {a.lower(): name for a, name in sources}
+        for col in select.find_all(exp.Column):
+            if not col.table or isinstance(col.this, exp.Star) or col.find_ancestor(exp.Select) is not select:
+                continue
+            table = scope.get(col.table.lower())
+            name = col.name.lower()
+            if table is None or table not in columns_of or name in columns_of[table]:
+                continue
+            owners = [a for a, t in sources if name in columns_of.get(t, ())]
+            if len(owners) == 1:
+                col.set("table", exp.to_identifier(owners[0]))
+                changed = True
+    return tree.sql(dialect=dialect) if changed else None

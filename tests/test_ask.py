@@ -83,6 +83,24 @@ def test_retry_carries_the_error(sample_db):
     assert "books has: book_id, title, author_id" in retry_prompt  # the repair hint rides along
 
 
+def test_a_column_on_the_wrong_joined_table_is_rebound_without_a_retry(sample_db):
+    wrong = ("SELECT T1.name, T1.title FROM books AS T1 JOIN authors AS T2 ON T1.author_id = T2.author_id "
+             "WHERE T1.country = 'Italy'")
+    gen = Replies(f"Final SQL: {wrong}")
+    ans = answer("Which Italian authors wrote which books?", sample_db, gen, AskConfig(decompose="never"))
+    assert ans.error is None and ans.attempts == 1 and ans.rebound_from == wrong
+    assert ans.pred == ("SELECT T2.name, T1.title FROM books AS T1 JOIN authors AS T2 ON T1.author_id = "
+                        "T2.author_id WHERE T2.country = 'Italy'")
+    assert ans.columns == ["name", "title"] and ans.rows
+    rec = ans.record({"id": "q1", "question": "?"}, show_rows=5).model_dump(exclude_none=True)
+    assert rec["rebound_from"] == wrong
+    # off: the student's SQL fails and the retry carries the error; a record without a rebind has no key
+    gen = Replies(f"Final SQL: {wrong}", "Final SQL: SELECT COUNT(*) FROM books")
+    ans = answer("?", sample_db, gen, AskConfig(decompose="never", rebind=False))
+    assert ans.attempts == 2 and ans.rebound_from is None and ans.rows == [(32,)]
+    assert "rebound_from" not in ans.record({"id": "q2", "question": "?"}, show_rows=5).model_dump()
+
+
 def test_repair_hint_points_at_the_right_table(sample_db):
     schema = load_schema(sample_db)
     # a real column on the wrong table: name the tables that have it, and what the named table has

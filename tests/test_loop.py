@@ -77,6 +77,10 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
             moved = 100 * (r["vs_base"]["fixed"] - r["vs_base"]["broken"]) / r["n"]
             assert r["ex"] - best == pytest.approx(moved, abs=0.11)
     assert "McNemar p" in md
+    # every configuration was asked with the settings the run recorded (rebind: on for a new run)
+    assert json.loads((run / "state.json").read_text())["ask"] == {"rebind": True} == res["ask"]
+    assert (run / "commands.sh").read_text().count(" --rebind ") == len(CONFIGS)
+    assert "ask rebinds a column put on the wrong table of a join" in md
     for r in res["results"]:  # every wrong answer (the tiny model's golds all run) has a table choice
         assert sum(r["tables"].values()) == sum(r["failures"].values())
     # every command the loop ran is in commands.sh, replayable as is
@@ -195,6 +199,30 @@ def test_a_killed_sitting_is_counted_up_to_its_logs_last_write(tmp_path):
     (run / "state.json").write_text(json.dumps(state))
     loop.Loop(args)
     assert json.loads((run / "state.json").read_text())["seconds"]["ask-x"] == 100.0
+
+
+def test_a_run_keeps_the_ask_settings_its_answers_were_made_with(tmp_path):
+    """Configurations asked in different sittings stay comparable: the first ask records ``--rebind``; a
+    run whose answers predate the record was asked without it; a sitting asking otherwise is refused."""
+    import argparse
+
+    loop = _loop_module()
+
+    def settings(name, rebind):
+        return loop.Loop(argparse.Namespace(runs=str(tmp_path), name=name, dry_run=False,
+                                            rebind=rebind)).ask_settings()
+
+    assert settings("new", None) == {"rebind": True}
+    assert settings("new", True) == {"rebind": True}
+    with pytest.raises(SystemExit, match="made with --rebind"):
+        settings("new", False)
+    assert settings("off", False) == {"rebind": False}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "ask-base-zero.jsonl").write_text("{}\n")
+    assert settings("old", None) == {"rebind": False}
+    assert json.loads((tmp_path / "old" / "state.json").read_text())["ask"] == {"rebind": False}
+    with pytest.raises(SystemExit, match="made with --no-rebind"):
+        settings("old", True)
 
 
 def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_path):

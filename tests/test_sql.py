@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from learnat_cli.sql import GoldAst, SqlParseError, normalize, parse, similarity, tables_and_columns
+from learnat_cli.sql import (
+    GoldAst,
+    SqlParseError,
+    normalize,
+    parse,
+    rebind_columns,
+    similarity,
+    tables_and_columns,
+)
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "sql_golden.json").read_text())
 
@@ -241,3 +249,47 @@ def test_function_literals_stay_in_their_argument_slot():
     assert not g2.contains("SELECT SUBSTR(t, 3, 1) || SUBSTR(t, 3, 2) FROM x")
     assert g2.contains("SELECT SUBSTR(t, 1, 1) || SUBSTR(t, 3, 2) FROM x LIMIT 5") is False  # LIMIT: not in gold  # noqa: E501
     assert GoldAst("SELECT a FROM t LIMIT 3").contains("SELECT a FROM t LIMIT 3")
+
+
+# --- rebinding a column put on the wrong table of a join (ask, before a retry)
+# -------------
+
+REBIND_SCHEMA = {"teacher": {"teacher_id", "name", "hometown"}, "course": {"course_id", "title"},
+                 "course_arrange": {"course_id", "teacher_id", "grade"}}
+
+
+@pytest.mark.parametrize("sql,expected", [
+    # the only joined table that has the column takes it
+    ("SELECT T2.hometown FROM teacher AS T1 JOIN course_arrange AS T2 ON T1.teacher_id = T2.teacher_id",
+     "SELECT T1.hometown FROM teacher AS T1 JOIN course_arrange AS T2 ON T1.teacher_id = T2.teacher_id"),
+    # everywhere in that SELECT (projection, WHERE, GROUP BY, ORDER BY), names as written, other columns kept
+    ("SELECT T2.Name, COUNT(*) FROM course_arrange AS T1 JOIN teacher AS T2 ON T1.teacher_id = T2.teacher_id "
+     "WHERE T1.hometown = 'X' GROUP BY T1.Hometown ORDER BY T1.hometown",
+     "SELECT T2.Name, COUNT(*) FROM course_arrange AS T1 JOIN teacher AS T2 ON T1.teacher_id = T2.teacher_id "
+     "WHERE T2.hometown = 'X' GROUP BY T2.Hometown ORDER BY T2.hometown"),
+    # a table named without an alias is qualified by its name
+    ("SELECT course.grade FROM course JOIN course_arrange USING (course_id)",
+     "SELECT course_arrange.grade FROM course JOIN course_arrange USING (course_id)"),
+    # a subquery is its own scope: only its tables count
+    ("SELECT name FROM teacher WHERE teacher_id IN (SELECT T1.teacher_id FROM course AS T1 "
+     "JOIN course_arrange AS T2 ON T1.course_id = T2.course_id)",
+     "SELECT name FROM teacher WHERE teacher_id IN (SELECT T2.teacher_id FROM course AS T1 "
+     "JOIN course_arrange AS T2 ON T1.course_id = T2.course_id)"),
+])
+def test_rebind_moves_a_column_to_the_one_table_in_scope_that_has_it(sql, expected):
+    assert rebind_columns(sql, REBIND_SCHEMA) == expected
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT T1.hometown FROM teacher AS T1",  # nothing wrong
+    # two tables in scope have teacher_id: which one is a guess
+    "SELECT T1.teacher_id FROM course AS T1 JOIN course_arrange AS T2 JOIN teacher AS T3",
+    # no table in scope has it (the student should join another table: the retry's hint says which)
+    "SELECT T1.hometown FROM course AS T1 JOIN course_arrange AS T2 ON T1.course_id = T2.course_id",
+    "SELECT hometown FROM course",  # unqualified: left to the retry
+    "SELECT T1.x FROM (SELECT 1 AS x) AS T1",  # a derived table
+    "WITH c AS (SELECT title FROM course) SELECT c.grade FROM c JOIN course_arrange",  # a CTE
+    "SELECT FROM WHERE",  # does not parse
+])
+def test_rebind_leaves_what_it_cannot_bind_for_sure(sql):
+    assert rebind_columns(sql, REBIND_SCHEMA) is None

@@ -4,16 +4,19 @@ demonstration reasoning, plus an adaptive fast path).
 Input records: :class:`~learnat_cli.records.Example` rows (learnat JSONL, Spider/BIRD too), or one question.
 Output records: :class:`~learnat_cli.records.Prediction` — ``pred`` (final SQL), ``steps`` (the
 decomposition), ``decomposed``, ``demos`` (ids of the retrieved demonstrations), ``columns``/``rows`` (first
-rows of the result), ``truncated``, ``error``, ``attempts``, ``latency_s``, and ``db_path``, the database file
-it ran on, so that ``learnat eval``/``score`` find it without ``--db-root``. Result values are JSON: a BLOB
-appears as the text of its SQLite literal, ``X'0A1B'``; a non-finite REAL as ``"inf"``/``"-inf"``/``"nan"``.
+rows of the result), ``truncated``, ``error``, ``attempts``, ``latency_s``, ``rebound_from`` (below), and
+``db_path``, the database file it ran on, so that ``learnat eval``/``score`` find it without ``--db-root``.
+Result values are JSON: a BLOB appears as the text of its SQLite literal, ``X'0A1B'``; a non-finite REAL as
+``"inf"``/``"-inf"``/``"nan"``.
 Report: :class:`AskReport`.
 
 Pipeline per question: schema (:mod:`learnat_cli.schema`, token-budgeted) -> k nearest demonstrations from a
 FAISS index (their decompositions are shown to the student) -> the prompt
 (:func:`learnat_cli.prompts.student_prompt`, the same function that builds training rows in ``build-pairs``)
 -> generate (stopping at the ``Final SQL:`` line) -> parse -> validate with sqlglot against the schema
-(unknown tables/columns) -> execute read-only under a time limit -> on a validation or execution error, one
+(unknown tables/columns; a column put on the wrong table of a join is moved to the one table there that has
+it when that makes the SQL valid, ``rebound_from`` keeps the student's SQL, ``--no-rebind`` turns it off) ->
+execute read-only under a time limit -> on a validation or execution error, one
 retry with the error in the prompt, plus a schema-linking hint (``repair_hint``): for an unknown column, the
 tables that do have it and the columns the named table has; for an unknown table, the closest names. A
 question whose SQL is too deep for Python (RecursionError) or too large for memory (MemoryError) gets that
@@ -55,7 +58,7 @@ from learnat_cli.prompts import (  # noqa: F401  (complexity, decide_decompose: 
 )
 from learnat_cli.records import Example, Prediction, Step, Vote, VoteCandidate
 from learnat_cli.schema import DEFAULT_SCHEMA_TOKENS, Schema, load_schema, render_schema
-from learnat_cli.sql import SqlParseError, tables_and_columns
+from learnat_cli.sql import SqlParseError, rebind_columns, tables_and_columns
 
 DEFAULT_MAX_NEW_TOKENS = 560
 Status = Callable[[str], None] | None  # a phase: "retrieving", "generating", "executing"
@@ -193,6 +196,7 @@ class AskConfig:
     max_rows: int = 1000
     show_rows: int = 20
     retries: int = 1
+    rebind: bool = True  # move a column bound to the wrong table of a join to the one that has it (no retry)
     samples: int = 1  # > 1: execution-guided self-consistency (the greedy answer + samples - 1 sampled ones)
     temperature: float = 0.8  # of the sampled candidates
     top_p: float = 0.95
@@ -229,6 +233,7 @@ class Answer:
     candidates: list[VoteCandidate] = field(default_factory=list)
     vote: Vote | None = None
     tokens: int | None = None  # generated tokens, all attempts and candidates (when the engine counts them)
+    rebound_from: str | None = None  # the student's SQL, when ``pred`` is it with columns rebound
 
     def record(self, base: dict[str, Any] | Example, show_rows: int) -> Prediction:
         data = base.model_dump(exclude_none=True) if isinstance(base, Example) else dict(base)
@@ -236,7 +241,7 @@ class Answer:
                     decomposed=self.decomposed, error=self.error, columns=self.columns,
                     rows=[[json_value(v) for v in r] for r in self.rows[:show_rows]],
                     truncated=self.truncated or len(self.rows) > show_rows, attempts=self.attempts,
-                    demos=self.demos, latency_s=round(self.latency_s, 3))
+                    demos=self.demos, latency_s=round(self.latency_s, 3), rebound_from=self.rebound_from)
         if self.vote is not None:
             data.update(candidates=self.candidates, vote=self.vote)
         if self.tokens is not None:
@@ -300,10 +305,17 @@ class _Job:
     def feed(self, text: str) -> None:
         self._guard(self._feed, text)
 
-    def _run(self, text: str) -> tuple[list, str | None, Any, str | None]:
-        """``(steps, sql, result or None, error or None)`` of one answer: parsed, validated, executed."""
+    def _run(self, text: str) -> tuple[list, str | None, Any, str | None, str | None]:
+        """``(steps, sql, result or None, error or None, the student's SQL when ``sql`` is it rebound)`` of
+        one answer: parsed, validated (a column on the wrong table of a join moved to the one table in scope
+        that has it, when that makes the SQL valid: :func:`~learnat_cli.sql.rebind_columns`), executed."""
         steps, sql = parse_answer(text)
         err = validate_sql(sql, self.schema)
+        orig = None
+        if err is not None and sql and self.cfg.rebind:
+            fixed = rebind_columns(sql, self.schema.names()[1])
+            if fixed is not None and validate_sql(fixed, self.schema) is None:
+                orig, sql, err = sql, fixed, None
         res = None
         if err is None:
             self.status("executing")
@@ -312,7 +324,7 @@ class _Job:
                               max_rows=self.cfg.max_rows)
             except QueryError as e:
                 err = e.message
-        return steps, sql, res, err
+        return steps, sql, res, err, orig
 
     def _feed(self, text: str, run: tuple | None = None) -> None:
         """One attempt (``run``: its :meth:`_run` outcome when already known): done when it ran, else the
@@ -320,7 +332,7 @@ class _Job:
         ans, cfg = self.ans, self.cfg
         ans.attempts += 1
         ans.raw.append(text)
-        ans.steps, ans.pred, res, err = run if run is not None else self._run(text)
+        ans.steps, ans.pred, res, err, ans.rebound_from = run if run is not None else self._run(text)
         if res is not None:
             ans.columns, ans.rows, ans.truncated, ans.error = res.columns, res.rows, res.truncated, None
             self.done = True
@@ -348,7 +360,7 @@ class _Job:
         group_of = {i: g for g, members in enumerate(groups) for i in members}
         self.ans.candidates = [VoteCandidate(sql=sql, error=err, logprob=None if c.logprob is None
                                              else round(c.logprob, 4), group=group_of.get(i), greedy=i == 0)
-                               for i, (c, (_, sql, _, err)) in enumerate(zip(cands, runs, strict=True))]
+                               for i, (c, (_, sql, _, err, _)) in enumerate(zip(cands, runs, strict=True))]
         self.ans.vote = Vote(groups=groups, winner=None if winner is None else group_of[winner],
                              chosen=winner)
         k = 0 if winner is None else winner
