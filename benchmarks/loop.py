@@ -343,7 +343,7 @@ class Loop:
             graded = [json.loads(ln) for ln in scored.open() if ln.strip()] if scored.exists() else []
             rows[-1]["_correct"] = {r["id"]: bool(r.get("correct")) for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
-        paired(rows)
+        targets = paired(rows)
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
         out = {"name": self.a.name, "scale": self.a.scale, "student": student,
@@ -354,7 +354,7 @@ class Loop:
                "pairs_used": count_lines(self.dir / "pairs-train.jsonl"),
                "training": {s: self._manifest(s) for s in ("sft", "mdpo", "dpo")},
                "seconds": self.state.get("seconds", {}), "ask": self.state.get("ask"), "results": rows,
-               "ran_this_time": self.ran}
+               "targets": targets, "ran_this_time": self.ran}
         (self.dir / "results.json").write_text(json.dumps(out, indent=1))
         (self.dir / "results.md").write_text(markdown(out))
         if rows:
@@ -490,21 +490,51 @@ def mcnemar_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired(rows: list[dict]) -> None:
+def _versus(mine: dict[str, bool], ref: dict[str, bool]) -> dict:
+    """Two configurations on the questions both answered: fixed, broken, McNemar's p."""
+    both = ref.keys() & mine.keys()
+    fixed = sum(mine[i] and not ref[i] for i in both)
+    broken = sum(ref[i] and not mine[i] for i in both)
+    return {"fixed": fixed, "broken": broken, "p": round(mcnemar_p(fixed, broken), 4)}
+
+
+# Issue 15's targets: (what, the configurations of one side, of the other, the EX lead the first needs). Each
+# side is its best configuration by EX; a target is judged once both sides have results.
+TARGETS = (
+    ("the SFT+MDPO student beats the untrained student's best configuration by at least 8 points EX",
+     ("mdpo-decompose", "mdpo-auto", "mdpo-direct"), ("base-zero", "base-default"), 8.0),
+    ("MDPO is at least as good as plain DPO (both with decomposition)", ("mdpo-decompose",),
+     ("dpo-decompose",), 0.0),
+    ("for the trained student, decomposition is at least as good as direct SQL", ("mdpo-decompose",),
+     ("mdpo-direct",), 0.0),
+)
+
+
+def paired(rows: list[dict]) -> list[dict]:
     """Each configuration against the best base one (by EX) on the same questions: how many it gets right
-    that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference. The
-    per-question outcomes (``_correct``) are dropped from the rows."""
+    that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference; and
+    the :data:`TARGETS` that can be judged (returned). The per-question outcomes (``_correct``) are dropped
+    from the rows."""
     correct = {r["config"]: r.pop("_correct", {}) for r in rows}
     _, base = ship_decision(rows)
     for r in rows:
         if base is None or r is base or not correct[base["config"]]:
             continue
-        ref, mine = correct[base["config"]], correct[r["config"]]
-        both = ref.keys() & mine.keys()
-        fixed = sum(mine[i] and not ref[i] for i in both)
-        broken = sum(ref[i] and not mine[i] for i in both)
-        r["vs_base"] = {"base": base["config"], "fixed": fixed, "broken": broken,
-                        "p": round(mcnemar_p(fixed, broken), 4)}
+        r["vs_base"] = {"base": base["config"], **_versus(correct[r["config"]], correct[base["config"]])}
+    by = {r["config"]: r for r in rows}
+    judged = []
+    for what, mine, theirs, lead in TARGETS:
+        a = [by[c] for c in mine if c in by]
+        b = [by[c] for c in theirs if c in by]
+        if not a or not b:
+            continue
+        a_best, b_best = max(a, key=lambda r: r["ex"]), max(b, key=lambda r: r["ex"])
+        diff = round(a_best["ex"] - b_best["ex"], 1)
+        judged.append({"target": what, "config": a_best["config"], "against": b_best["config"],
+                       "ex": a_best["ex"], "against_ex": b_best["ex"], "difference": diff, "needed": lead,
+                       "met": diff >= lead, "short_by": round(max(0.0, lead - diff), 1),
+                       **_versus(correct[a_best["config"]], correct[b_best["config"]])})
+    return judged
 
 
 def ex_table(rows: list[dict]) -> list[str]:
@@ -567,6 +597,15 @@ def markdown(out: dict) -> str:
             v = r["vs_base"]
             lines.append(f"| {r['label']} | {(v['fixed'] - v['broken']) / max(1, r['n'] or 0) * 100:+.1f} | "
                          f"{v['fixed']} | {v['broken']} | {v['p']:.3g} |")
+    if out.get("targets"):
+        lines += ["", "Issue 15's targets (each side its best configuration; fixed/broken and McNemar p on "
+                  "the same questions):", "", "| target | configuration | against | EX difference | needed | "
+                  "verdict | fixed | broken | McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
+        for t in out["targets"]:
+            verdict = "met" if t["met"] else f"missed by {t['short_by']:.1f}"
+            lines.append(f"| {t['target']} | {CONFIGS[t['config']][2]} ({t['ex']:.1f}) | "
+                         f"{CONFIGS[t['against']][2]} ({t['against_ex']:.1f}) | {t['difference']:+.1f} | "
+                         f"{t['needed']:+.1f} | {verdict} | {t['fixed']} | {t['broken']} | {t['p']:.3g} |")
     ship = out.get("ship")
     if ship:
         lines += ["", (f"Shipped as `ask`'s default student: {CONFIGS[ship['config']][2]} "

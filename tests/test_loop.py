@@ -53,6 +53,7 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     assert (run / "ex_by_hardness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = json.loads((run / "results.json").read_text())
     assert [r["config"] for r in res["results"]] == CONFIGS
+    ex_of = {r["config"]: r["ex"] for r in res["results"]}
     n_eval = sum(1 for _ in (run / "eval.jsonl").open())
     assert all(r["n"] == n_eval for r in res["results"])
     for stage in ("sft", "mdpo", "dpo"):
@@ -77,6 +78,14 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
             moved = 100 * (r["vs_base"]["fixed"] - r["vs_base"]["broken"]) / r["n"]
             assert r["ex"] - best == pytest.approx(moved, abs=0.11)
     assert "McNemar p" in md
+    # issue 15's three targets, each judged on its sides' best configurations, with the verdict in results.md
+    targets = {t["against"]: t for t in res["targets"]}
+    assert set(targets) == {max(("base-zero", "base-default"), key=lambda c: ex_of[c]), "dpo-decompose",
+                            "mdpo-direct"}
+    for t in res["targets"]:
+        assert t["difference"] == pytest.approx(ex_of[t["config"]] - ex_of[t["against"]], abs=0.11)
+        assert t["met"] == (t["difference"] >= t["needed"]) and t["short_by"] >= 0
+    assert targets["dpo-decompose"]["config"] == "mdpo-decompose" and "Issue 15's targets" in md
     # every configuration was asked with the settings the run recorded (rebind: on for a new run)
     assert json.loads((run / "state.json").read_text())["ask"] == {"rebind": True} == res["ask"]
     assert (run / "commands.sh").read_text().count(" --rebind ") == len(CONFIGS)
