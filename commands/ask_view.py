@@ -23,13 +23,15 @@ def model_progress(spin):
 
 def panel_title(rec) -> str:
     """``SQL (decomposed, N steps)`` / ``SQL (decomposition prompt, no steps)`` / ``SQL (direct)``: what the
-    record says (``decomposed``, ``steps``)."""
+    record says (``decomposed``, ``steps``), plus ``, columns rebound`` when ask moved a column to the joined
+    table that has it (``rebound_from``)."""
+    rebound = ", columns rebound" if getattr(rec, "rebound_from", None) else ""
     if rec.decomposed:
         n = len(rec.steps)
         if not n:
-            return "SQL (decomposition prompt, no steps)"
-        return f"SQL (decomposed, {n} step{'s' if n != 1 else ''})"
-    return "SQL (direct)"
+            return f"SQL (decomposition prompt, no steps{rebound})"
+        return f"SQL (decomposed, {n} step{'s' if n != 1 else ''}{rebound})"
+    return f"SQL (direct{rebound})"
 
 
 def show_answer(rec) -> None:

@@ -230,6 +230,8 @@ def test_status_phases_and_panel_title(sample_db):
     no_steps = rec.model_copy(update={"steps": []})
     assert view.panel_title(no_steps) == "SQL (decomposition prompt, no steps)"
     assert view.panel_title(rec.model_copy(update={"decomposed": False, "steps": []})) == "SQL (direct)"
+    assert view.panel_title(rec.model_copy(update={"decomposed": False, "steps": [], "rebound_from": "x"})) \
+        == "SQL (direct, columns rebound)"
 
 
 def test_limit_and_sample_select_the_same_questions_on_resume(samples_dir):
