@@ -664,7 +664,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--pref-lr", type=float, default=1.5e-5,
                     help="MDPO/DPO learning rate (LoRA; 1,000 pairs are ~60 updates of 16 pairs; at 5e-5 the "
-                         "0.5B's chosen steps lost likelihood from update ~15 and its answers broke: "
+                         "0.5B's chosen steps lost likelihood from update ~14 and its answers broke: "
                          "docs/BENCHMARKS.md)")
     ap.add_argument("--rebind", action=argparse.BooleanOptionalAction, default=None,
                     help="ask's --rebind (default: on for a new run; a run keeps what its answers used)")
