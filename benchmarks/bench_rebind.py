@@ -16,32 +16,38 @@ import argparse
 import json
 import sys
 import time
+from functools import cache
 from pathlib import Path
+
+
+@cache
+def _schema(db: str):
+    from learnat_cli.schema import load_schema
+
+    return load_schema(db, n_samples=0)
 
 
 def rebound(rows: list[dict]) -> tuple[list[dict], int, int, float, float]:
     """(rows with rebound SQL where ask would rebind, how many, how many failed validation, seconds in
     rebind, seconds validating them)."""
-    from learnat_cli.schema import load_schema
     from learnat_cli.sql import rebind_columns
     from learnat_cli.stages.ask import validate_sql
 
-    schemas: dict[str, object] = {}
     out, n, failing, t_rebind, t_valid = [], 0, 0, 0.0, 0.0
     for r in rows:
         r = dict(r)
         sql, db = r.get("pred"), r.get("db_path")
         if sql and db and r.get("error"):
-            schema = schemas.get(db) or schemas.setdefault(db, load_schema(db, n_samples=0))
+            schema = _schema(db)
             t = time.perf_counter()
-            err = validate_sql(sql, schema)  # type: ignore[arg-type]
+            err = validate_sql(sql, schema)
             t_valid += time.perf_counter() - t
             if err is not None:
                 failing += 1
                 t = time.perf_counter()
-                fixed = rebind_columns(sql, schema.names()[1])  # type: ignore[attr-defined]
+                fixed = rebind_columns(sql, schema.names()[1])
                 t_rebind += time.perf_counter() - t
-                if fixed is not None and validate_sql(fixed, schema) is None:  # type: ignore[arg-type]
+                if fixed is not None and validate_sql(fixed, schema) is None:
                     r["pred"], r["rebound_from"] = fixed, sql
                     n += 1
         out.append(r)
@@ -56,7 +62,6 @@ def where_unknown_columns(results) -> dict[str, int]:
 
     from sqlglot import exp
 
-    from learnat_cli.schema import load_schema
     from learnat_cli.sql import try_parse
 
     out = {"unknown column": 0, "wrong alias": 0, "table not read": 0, "nowhere": 0}
@@ -66,7 +71,7 @@ def where_unknown_columns(results) -> dict[str, int]:
             continue
         out["unknown column"] += 1
         name = m.group(1).split(".")[-1].strip('"`[]').lower()
-        owners = {t for t, cols in load_schema(r.db_path, n_samples=0).names()[1].items() if name in cols}
+        owners = {t for t, cols in _schema(r.db_path).names()[1].items() if name in cols}
         tree = try_parse(r.pred or "")
         read = {t.name.lower() for t in tree.find_all(exp.Table)} if tree is not None else set()
         out["nowhere" if not owners else "wrong alias" if owners & read else "table not read"] += 1

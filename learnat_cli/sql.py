@@ -119,23 +119,31 @@ def try_parse(sql: str, dialect: str = "sqlite") -> exp.Expression | None:
         return None
 
 
-def _tables_in_scope(select: exp.Expression) -> dict[str, str]:
-    """alias-or-name -> table name for the tables directly in this SELECT's FROM/JOINs (``name#k`` for the
-    k-th occurrence of a table joined more than once)."""
-    out: dict[str, str] = {}
-    seen: dict[str, int] = {}
+def _scope_tables(select: exp.Expression) -> list[exp.Table]:
+    """The tables directly in this SELECT's FROM/JOINs, in order (not derived tables)."""
+    out = []
     for src in [select.args.get("from_") or select.args.get("from")] + list(select.args.get("joins") or []):
         if src is None:
             continue
         t = src.this if isinstance(src, (exp.From, exp.Join)) else src
         if isinstance(t, exp.Table):
-            name = t.name.lower()
-            seen[name] = seen.get(name, 0) + 1
-            # a table joined again (a self-join) keeps its occurrences apart: colour, colour#2, ...
-            ref = name if seen[name] == 1 else f"{name}#{seen[name]}"
-            alias = (t.alias or name).lower()
-            out[alias] = ref
-            out.setdefault(name, name)
+            out.append(t)
+    return out
+
+
+def _tables_in_scope(select: exp.Expression) -> dict[str, str]:
+    """alias-or-name -> table name for the tables directly in this SELECT's FROM/JOINs (``name#k`` for the
+    k-th occurrence of a table joined more than once)."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for t in _scope_tables(select):
+        name = t.name.lower()
+        seen[name] = seen.get(name, 0) + 1
+        # a table joined again (a self-join) keeps its occurrences apart: colour, colour#2, ...
+        ref = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        alias = (t.alias or name).lower()
+        out[alias] = ref
+        out.setdefault(name, name)
     return out
 
 
@@ -640,12 +648,8 @@ def rebind_columns(sql: str, columns_of: dict[str, set[str]], dialect: str = "sq
     tree = tree.copy()
     changed = False
     for select in tree.find_all(exp.Select):
-        sources: list[tuple[str, str]] = []  # (alias as written, table lower-cased), one per FROM/JOIN table
-        joins = list(select.args.get("joins") or [])
-        for src in [select.args.get("from_") or select.args.get("from"), *joins]:
-            t = src.this if isinstance(src, (exp.From, exp.Join)) else None
-            if isinstance(t, exp.Table) and t.name:
-                sources.append((t.alias or t.name, t.name.lower()))
+        # (alias as written, table lower-cased), one per FROM/JOIN table
+        sources = [(t.alias or t.name, t.name.lower()) for t in _scope_tables(select) if t.name]
         scope = {a.lower(): name for a, name in sources}
         for col in select.find_all(exp.Column):
             if not col.table or isinstance(col.this, exp.Star) or col.find_ancestor(exp.Select) is not select:
