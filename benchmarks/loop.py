@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,6 +343,10 @@ class Loop:
             scored = self.dir / f"eval-{name}.jsonl"
             graded = [json.loads(ln) for ln in scored.open() if ln.strip()] if scored.exists() else []
             rows[-1]["_correct"] = {r["id"]: bool(r.get("correct")) for r in graded if "id" in r}
+            asked = {r["id"]: r for r in recs if "id" in r}
+            rows[-1]["_graded"] = {r["id"]: {**r, "steps": asked.get(r["id"], {}).get("steps") or [],
+                                             "decomposed": bool(asked.get(r["id"], {}).get("decomposed"))}
+                                   for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
         targets = paired(rows)
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
@@ -510,12 +515,41 @@ TARGETS = (
 )
 
 
+def first_step_strays(rec: dict) -> bool:
+    """Whether a decomposed answer's first step reads a table the gold query does not (a decomposition that
+    opens with a join the question did not need, say); False when it was not decomposed or does not parse."""
+    from learnat_cli.sql import tables_and_columns
+
+    steps = rec.get("steps") or []
+    if not rec.get("decomposed") or not steps or not (steps[0].get("sql") or "").strip():
+        return False
+    try:
+        return bool(tables_and_columns(steps[0]["sql"])[0] - tables_and_columns(rec["gold"])[0])
+    except Exception:  # noqa: BLE001 - an unparsable step is not a stray table
+        return False
+
+
+def why_broken(mine: dict[str, dict], ref: dict[str, dict]) -> dict:
+    """Why one configuration loses questions to another, measured on the questions ``ref`` answers right and
+    ``mine`` wrong (graded records by id, with the answer's ``steps``/``decomposed``): their hardness,
+    ``eval``'s failure class, the tables read against the gold query's (:func:`table_choice`), and how many
+    of those were decomposed and opened with a step reading a table the gold does not."""
+    ids = sorted(i for i in mine.keys() & ref.keys() if ref[i].get("correct") and not mine[i].get("correct"))
+    lost = [mine[i] for i in ids]
+    count = lambda key: dict(sorted(Counter(r.get(key) or "-" for r in lost).items(),  # noqa: E731
+                                    key=lambda kv: -kv[1]))
+    return {"n": len(lost), "hardness": count("difficulty"), "failures": count("failure"),
+            "tables": table_choice(lost), "decomposed": sum(bool(r.get("decomposed")) for r in lost),
+            "first_step_strays": sum(first_step_strays(r) for r in lost)}
+
+
 def paired(rows: list[dict]) -> list[dict]:
     """Each configuration against the best base one (by EX) on the same questions: how many it gets right
     that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference; and
     the :data:`TARGETS` that can be judged (returned). The per-question outcomes (``_correct``) are dropped
     from the rows."""
     correct = {r["config"]: r.pop("_correct", {}) for r in rows}
+    graded = {r["config"]: r.pop("_graded", {}) for r in rows}
     _, base = ship_decision(rows)
     for r in rows:
         if base is None or r is base or not correct[base["config"]]:
@@ -533,7 +567,8 @@ def paired(rows: list[dict]) -> list[dict]:
         judged.append({"target": what, "config": a_best["config"], "against": b_best["config"],
                        "ex": a_best["ex"], "against_ex": b_best["ex"], "difference": diff, "needed": lead,
                        "met": diff >= lead, "short_by": round(max(0.0, lead - diff), 1),
-                       **_versus(correct[a_best["config"]], correct[b_best["config"]])})
+                       **_versus(correct[a_best["config"]], correct[b_best["config"]]),
+                       "why_broken": why_broken(graded[a_best["config"]], graded[b_best["config"]])})
     return judged
 
 
@@ -561,6 +596,23 @@ def _count_table(title: str, rows: list[dict], key: str, classes) -> list[str]:
     for r in rows:
         lines.append(f"| {r['label']} | " + " | ".join(str(r.get(key, {}).get(c, 0)) for c in classes) + " |")
     return lines
+
+
+def _why_lines(targets: list[dict]) -> list[str]:
+    """For each target, what the questions it loses fail on (:func:`why_broken`), as Markdown lines."""
+    lines = []
+    for t in targets:
+        w = t.get("why_broken")
+        if not w or not w["n"]:
+            continue
+        fmt = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if v)  # noqa: E731
+        lines += ["", f"- {CONFIGS[t['config']][2]} vs {CONFIGS[t['against']][2]}: the {w['n']} questions it "
+                  f"breaks are {fmt(w['hardness'])}; they fail as {fmt(w['failures'])}; against the gold "
+                  f"query's tables: {fmt(w['tables'])}; {w['decomposed']} were decomposed, "
+                  f"{w['first_step_strays']} of them opening with a step on a table the gold does not read."]
+    if not lines:
+        return []
+    return ["", "What the questions each target loses fail on (right on the other side, wrong here):", *lines]
 
 
 def markdown(out: dict) -> str:
@@ -606,6 +658,7 @@ def markdown(out: dict) -> str:
             lines.append(f"| {t['target']} | {CONFIGS[t['config']][2]} ({t['ex']:.1f}) | "
                          f"{CONFIGS[t['against']][2]} ({t['against_ex']:.1f}) | {t['difference']:+.1f} | "
                          f"{t['needed']:+.1f} | {verdict} | {t['fixed']} | {t['broken']} | {t['p']:.3g} |")
+        lines += _why_lines(out["targets"])
     ship = out.get("ship")
     if ship:
         lines += ["", (f"Shipped as `ask`'s default student: {CONFIGS[ship['config']][2]} "

@@ -167,6 +167,41 @@ def test_table_choice_counts_schema_linking_in_wrong_answers():
                                          "other tables": 1, "unparsed": 1}
 
 
+def test_why_broken_measures_the_questions_a_configuration_loses():
+    """A target's report says what the questions it loses fail on: only questions right on the other side
+    and wrong here count; a decomposition whose first step reads a table the gold does not is counted."""
+    loop = _loop_module()
+    gold = "SELECT name FROM ship"
+    join = "SELECT * FROM ship AS T1 JOIN battle AS T2 ON T1.lost_in_battle = T2.id"
+
+    def wrong(failure, hardness, pred, steps=None):
+        return {"correct": False, "failure": failure, "difficulty": hardness, "pred": pred, "gold": gold,
+                "decomposed": steps is not None, "steps": steps or []}
+
+    steps = [{"sql": join}, {"sql": "SELECT T1.nme FROM ship AS T1"}]
+    mine = {"a": wrong("unknown column", "easy", join, steps),
+            "b": wrong("wrong rows", "easy", gold + " LIMIT 1", [{"sql": gold}]),
+            "c": wrong("wrong rows", "hard", "SELECT 1"),
+            "d": {"correct": True, "gold": gold, "pred": gold},
+            "e": wrong("empty result", "easy", "")}
+    ref = {"a": {"correct": True}, "b": {"correct": True}, "c": {"correct": True}, "d": {"correct": False},
+           "e": {"correct": False}, "f": {"correct": True}}  # e: wrong on both; f: not answered here
+    w = loop.why_broken(mine, ref)
+    assert w == {"n": 3, "hardness": {"easy": 2, "hard": 1},
+                 "failures": {"wrong rows": 2, "unknown column": 1},
+                 "tables": {"same tables": 1, "extra tables": 1, "missing tables": 0, "other tables": 0,
+                            "unparsed": 1},
+                 "decomposed": 2, "first_step_strays": 1}
+    unparsable = {"decomposed": True, "steps": [{"sql": "SELECT FROM"}], "gold": gold}
+    assert loop.first_step_strays(unparsable) is False
+    target = {"config": "mdpo-decompose", "against": "mdpo-direct", "why_broken": w}
+    lines = "\n".join(loop._why_lines([target]))
+    assert ("SFT+MDPO, decomposition vs SFT+MDPO, direct SQL: the 3 questions it breaks are easy 2, hard 1"
+            in lines)
+    assert "2 were decomposed, 1 of them opening with a step on a table the gold does not read" in lines
+    assert loop._why_lines([{**target, "why_broken": {**w, "n": 0}}]) == []
+
+
 def test_dry_run_lists_every_step_in_the_order_it_would_run(tmp_path, capsys):
     """A dry run prints the whole chain (no step is trained, so it goes on as if each had completed) and runs
     and records nothing: the base is scored before SFT, each student right after its training."""
