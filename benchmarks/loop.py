@@ -18,7 +18,9 @@ Outputs: ``runs/<name>/results.md``, ``results.json`` and ``ex_by_hardness.png``
 ``--ship`` (part 4 of the issue): when the trained configuration with the best EX beats every base
 configuration, its adapter is packaged as ``ask``'s default student (``learnat_cli.shipped.ship`` into
 ``--ship-to``, default ``learnat_cli/student``) with a model card written from the run (data, steps, settings,
-the EX table, licences); otherwise nothing is shipped and the results say why.
+the EX table, licences); otherwise nothing is shipped and the results say why. A lead in EX must also be more
+than chance on the same questions (McNemar p <= ``--ship-alpha``, default 0.05): a student that is one or two
+questions ahead of the base is not shipped in its place.
 
 Scales: ``full`` samples ``--train`` questions of Spider train (seeded, databases present) for synthesis and
 ``--eval`` of Spider dev (never trained on); ``tiny`` runs the same chain with the tiny random test model on
@@ -304,6 +306,14 @@ class Loop:
                 why = (f"no trained configuration beats the best base one ({base['label']}, "
                        f"{base['ex']:.1f}% EX)")
             return {"shipped": False, "why": why}
+        vs = winner.get("vs_base") or {"fixed": 0, "broken": 0, "p": 1.0}
+        if vs["p"] > self.a.ship_alpha:
+            lead = winner["ex"] - base["ex"]
+            return {"shipped": False, "why": (
+                f"{winner['label']} leads the best base configuration ({base['label']}, "
+                f"{base['ex']:.1f}% EX) by {lead:+.1f} points, not a measurable win: on the same questions "
+                f"it fixes {vs['fixed']} and breaks {vs['broken']}, McNemar p {vs['p']:.3g} > "
+                f"{self.a.ship_alpha:g}")}
         stage, mode, _ = CONFIGS[winner["config"]]
         student = self.a.student or (str(self.dir / "tiny-model") if self.a.scale == "tiny"
                                      else "qwen2.5-coder-0.5b")
@@ -724,6 +734,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))
+    ap.add_argument("--ship-alpha", type=float, default=0.05,
+                    help="ship only a measurable win: the winner's lead over the best base configuration, "
+                         "question by question, must have McNemar p <= this (1 ships any lead in EX)")
     args = ap.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in args.configs if c not in CONFIGS]

@@ -129,8 +129,12 @@ def _ship_only_a_winner(runs: Path, run: Path) -> None:
     assert not (runs / "student").exists()
     assert "Not shipped: no trained configuration beats the best base one" in (run / "results.md").read_text()
 
-    _set_ex(run, "mdpo-auto", 0.75)
+    _set_ex(run, "mdpo-auto", 0.75)  # a lead in EX, the same questions right and wrong: not a measurable win
     assert loop.main(args) == 0
+    assert not (runs / "student").exists()
+    assert "not a measurable win: on the same questions it fixes 0 and breaks 0, McNemar p 1 > 0.05" in \
+        (run / "results.md").read_text()
+    assert loop.main([*args, "--ship-alpha", "1"]) == 0
     shipped = shipped_adapter(runs / "student")  # checksums verified
     assert shipped == runs / "student"
     meta = json.loads((shipped / META).read_text())
