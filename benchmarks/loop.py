@@ -556,8 +556,8 @@ def why_broken(mine: dict[str, dict], ref: dict[str, dict]) -> dict:
 def paired(rows: list[dict]) -> list[dict]:
     """Each configuration against the best base one (by EX) on the same questions: how many it gets right
     that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference; and
-    the :data:`TARGETS` that can be judged (returned). The per-question outcomes (``_correct``) are dropped
-    from the rows."""
+    the :data:`TARGETS` that can be judged (returned), each with what the questions it loses fail on
+    (:func:`why_broken`). The per-question records (``_correct``, ``_graded``) are dropped from the rows."""
     correct = {r["config"]: r.pop("_correct", {}) for r in rows}
     graded = {r["config"]: r.pop("_graded", {}) for r in rows}
     _, base = ship_decision(rows)
