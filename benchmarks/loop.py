@@ -352,10 +352,10 @@ class Loop:
             })
             scored = self.dir / f"eval-{name}.jsonl"
             graded = [json.loads(ln) for ln in scored.open() if ln.strip()] if scored.exists() else []
-            rows[-1]["_correct"] = {r["id"]: bool(r.get("correct")) for r in graded if "id" in r}
             asked = {r["id"]: r for r in recs if "id" in r}
-            rows[-1]["_graded"] = {r["id"]: {**r, "steps": asked.get(r["id"], {}).get("steps") or [],
-                                             "decomposed": bool(asked.get(r["id"], {}).get("decomposed"))}
+            # each graded answer with its steps, for paired(): outcomes, and what the lost ones fail on
+            rows[-1]["_graded"] = {r["id"]: {**r, "steps": (a := asked.get(r["id"], {})).get("steps") or [],
+                                             "decomposed": bool(a.get("decomposed"))}
                                    for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
         targets = paired(rows)
@@ -557,9 +557,9 @@ def paired(rows: list[dict]) -> list[dict]:
     """Each configuration against the best base one (by EX) on the same questions: how many it gets right
     that the base gets wrong (``fixed``), the reverse (``broken``), and McNemar's p for the difference; and
     the :data:`TARGETS` that can be judged (returned), each with what the questions it loses fail on
-    (:func:`why_broken`). The per-question records (``_correct``, ``_graded``) are dropped from the rows."""
-    correct = {r["config"]: r.pop("_correct", {}) for r in rows}
+    (:func:`why_broken`). The per-question records (``_graded``) are dropped from the rows."""
     graded = {r["config"]: r.pop("_graded", {}) for r in rows}
+    correct = {c: {i: bool(g.get("correct")) for i, g in recs.items()} for c, recs in graded.items()}
     _, base = ship_decision(rows)
     for r in rows:
         if base is None or r is base or not correct[base["config"]]:
