@@ -43,12 +43,13 @@ CONFIGS ?=
 SCHEMA ?= sql
 LORA_LAYERS ?=
 RUNS ?= runs
+CARRY ?=
 loop:
 	$(PYTHON) benchmarks/loop.py --scale $(SCALE) --spider $(SHARED)/spider --train $(TRAIN) --pairs $(PAIRS) \
 		--eval $(EVAL) --gpus $(GPUS) --teacher $(TEACHER) --runs $(RUNS) $(if $(NAME),--name $(NAME)) \
 		--schema-format $(SCHEMA) $(if $(BUDGET),--budget $(BUDGET)) $(if $(STUDENT),--student $(STUDENT)) \
 		$(if $(CONFIGS),--configs $(CONFIGS)) $(if $(LORA_LAYERS),--lora-layers $(LORA_LAYERS)) \
-		$(if $(SHIP),--ship)
+		$(if $(SHIP),--ship) $(if $(CARRY),--carry $(CARRY)) $(if $(UNALIAS),--unalias)
 
 # The GPU path on one CUDA GPU (< 8 min, one table); without a GPU a dry run with the tiny model, exit 0.
 gpu-check:

@@ -61,6 +61,16 @@ CONFIGS = {
 ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")  # Spider's, then BIRD's
 
 
+def _carry_module():
+    """benchmarks/carry.py, beside this script (run as a script or loaded from its path by the tests)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import carry
+
+    return carry
+
+
 def levels_of(rows: list[dict]) -> list[str]:
     seen = {lv for r in rows for lv in r["by_hardness"]}
     return [lv for lv in ORDER if lv in seen] + sorted(seen - set(ORDER))
@@ -80,6 +90,9 @@ class Loop:
         self.logs = self.dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.json"
+        self.carry = Path(args.carry) if getattr(args, "carry", None) else None
+        if self.carry is not None and not args.dry_run:
+            self.restore()
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.ran: list[str] = []
         self._count_killed_sitting()
@@ -130,10 +143,37 @@ class Loop:
         self.state["seconds"][step] += round(time.time() - t0, 1)
         self.save_state()
         self.ran.append(step)
+        self.pack()
         if rc != 0:
             tail = (self.logs / f"{step}.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise SystemExit(f"[loop] step {step} failed (exit {rc}); {self.logs / f'{step}.log'}:\n"
                              + "\n".join(tail))
+
+    # ------------------------------------------------------------------------------------------------ carry
+    def db_path(self, rec: dict) -> str | None:
+        """The database file of an evaluation record, as this run's database options resolve it."""
+        if self.a.scale == "tiny":
+            return str(REPO / "samples" / "bookshop.sqlite")
+        db = rec.get("db_id")
+        return str(Path(self.a.spider) / "database" / db / f"{db}.sqlite") if db else None
+
+    def restore(self) -> None:
+        """Fill the run folder from ``--carry`` where it lacks a file (benchmarks/carry.py)."""
+        carry = _carry_module()
+        _, evals, _ = self.data()
+        examples = {r["id"]: r for r in map(json.loads, evals.read_text().splitlines()) if r.get("id")}
+        done = carry.restore(self.carry, self.dir, examples, self.db_path)
+        if done:
+            print(f"[loop] restored from {self.carry}: {', '.join(done)}", file=sys.stderr, flush=True)
+
+    def pack(self) -> None:
+        """Write ``--carry`` from the run folder (after every step, and with ``--pack`` alone)."""
+        if self.carry is None or self.a.dry_run:
+            return
+        man = _carry_module().pack(self.dir, self.carry)
+        size = sum((self.carry / f).stat().st_size for f in man["files"])
+        print(f"[loop] carry {self.carry}: {len(man['files'])} files, {size / 1e6:.1f} MB", file=sys.stderr,
+              flush=True)
 
     # ------------------------------------------------------------------------------------------------- data
     def data(self) -> tuple[Path, Path, list[str]]:
@@ -225,13 +265,16 @@ class Loop:
         decomp, trees = self.dir / "decompositions.jsonl", self.dir / "trees.jsonl"
         if count_lines(decomp) < n_train:
             self.learnat("decompose", "decompose", str(train), "--teacher", a.teacher, *dbopts, "--trees",
-                         str(trees), "--schema-format", a.schema_format, "-o", str(decomp))
+                         str(trees), "--schema-format", a.schema_format,
+                         *(["--unalias"] if a.unalias else []), "-o", str(decomp))
         # 2. preference pairs and SFT rows (the same prompts as ask)
         pairs, sft_rows = self.dir / "pairs.jsonl", self.dir / "sft.jsonl"
         if not pairs.exists() or pairs.stat().st_mtime < trees.stat().st_mtime:
             self.learnat("build-pairs", "build-pairs", str(trees), "-o", str(pairs))
         if not sft_rows.exists() or sft_rows.stat().st_mtime < trees.stat().st_mtime:
             self.learnat("build-pairs-sft", "build-pairs", str(trees), "--sft", "-o", str(sft_rows))
+        if self.carry is not None and not a.dry_run:
+            _carry_module().check_synthesis(self.carry, self.dir)
         # 3-7. each student in turn (the base, SFT, then MDPO and the plain-DPO ablation from the same SFT
         # adapter): trained, then every configuration that uses it asked and scored at once, so a loop carried
         # over several sittings has results for each student as soon as it exists, not after the last training
@@ -721,6 +764,12 @@ def main(argv=None) -> int:
     ap.add_argument("--schema-format", default="sql", choices=("sql", "compact"),
                     help="the schema rendering, in training rows and in ask alike")
     ap.add_argument("--backend", default=None, help="ask's engine (default: auto; tiny: transformers)")
+    ap.add_argument("--carry", default=None,
+                    help="a folder to commit: answers, reports, state, adapters or the last checkpoint, "
+                         "written after every step, restored into an empty run folder (benchmarks/carry.py)")
+    ap.add_argument("--pack", action="store_true", help="only write --carry from the run folder, then exit")
+    ap.add_argument("--unalias", action="store_true",
+                    help="train on gold SQL with table aliases replaced by table names (decompose --unalias)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--runs", default=str(REPO / "runs"))
     ap.add_argument("--seed", type=int, default=0)
@@ -753,6 +802,11 @@ def main(argv=None) -> int:
     args.backend = args.backend or ("transformers" if args.scale == "tiny" else "auto")
     if args.scale == "full" and not (Path(args.spider) / "train_spider.json").exists():
         ap.error(f"--spider {args.spider}: no train_spider.json (SCALE=tiny runs without Spider)")
+    if args.pack:
+        if not args.carry:
+            ap.error("--pack needs --carry DIR")
+        Loop(args).pack()
+        return 0
     out = Loop(args).run()
     print(json.dumps({"results": str(Path(args.runs) / args.name / "results.md"), "ran": out["ran_this_time"],
                       "ex": {r["config"]: r["ex"] for r in out["results"]}, "ship": out.get("ship")}))

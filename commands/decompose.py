@@ -36,6 +36,9 @@ def decompose_cmd(
     tables: Annotated[Str, Opt(help="tables.json for schemas without databases.")] = None,
     schema_format: Annotated[str, Opt(help="Schema in the rows: sql | compact (as ask --schema-format).")] \
         = "sql",
+    unalias: Annotated[bool, Opt("--unalias/--keep-aliases", help="Search the gold with its table aliases "
+                                 "replaced by table names (T2.name -> singer.name): training data whose "
+                                 "every column names its table.")] = False,
     trees: Annotated[Str, Opt(help="Write the full search trees here; -o then holds trajectories.")] = None,
     slim: Annotated[bool, Opt(help="Leave the tree nodes out of the main output.")] = False,
     show_tree: Annotated[bool, Opt(help="Render each search tree on stderr (with a legend).")] = False,
@@ -58,7 +61,7 @@ def decompose_cmd(
             mcts=st.MctsConfig(simulations=simulations, max_depth=max_depth, c=c_uct, children=children,
                             alpha=alpha, prune=prune, early_stop=early_stop),
             db=db, db_root=db_root, tables=tables, dialect=dialect, limit=limit, shard=st.parse_shard(shard),
-            schema_format=schema_format,
+            schema_format=schema_format, unalias=unalias,
             workers=workers, teacher=teacher,
             teacher_options=dict(url=teacher_url, model=teacher_model, api_key=api_key, seed=seed,
                                  concurrency=concurrency, temperature=temperature, prompts_dir=prompts,

@@ -663,3 +663,47 @@ def rebind_columns(sql: str, columns_of: dict[str, set[str]], dialect: str = "sq
                 col.set("table", exp.to_identifier(owners[0]))
                 changed = True
     return tree.sql(dialect=dialect) if changed else None
+
+
+def unalias(sql: str, dialect: str = "sqlite") -> str | None:
+    """``sql`` with table aliases replaced by the table's own name (``SELECT T2.name FROM concert AS T1 JOIN
+    singer AS T2 ON ...`` -> ``SELECT singer.name FROM concert JOIN singer ON ...``), so that every column
+    token names its table; None when nothing changes or ``sql`` does not parse.
+
+    Spider's gold SQL writes joins with ``T1``/``T2`` aliases; a small student trained on them learns the
+    style but not the binding (``T2.hometown`` where ``T1`` has it, docs/BENCHMARKS.md). Training on the
+    alias-free form removes that indirection. Only a table read once in the whole query loses its alias: a
+    self-join, or the same table in a subquery, keeps its aliases (renaming could change what a correlated
+    reference binds to), as do derived tables. A column is rewritten where its qualifier is bound: in the
+    SELECT whose FROM defines the alias (for a correlated subquery's outer reference, the enclosing one).
+    """
+    tree = try_parse(sql, dialect)
+    if tree is None:
+        return None
+    tree = tree.copy()
+    reads = Counter(t.name.lower() for t in tree.find_all(exp.Table) if t.name)
+    renames: dict[int, dict[str, str]] = {}  # id(select) -> alias (lower) -> table name as written
+    bound: dict[int, set[str]] = {}  # id(select) -> every qualifier its FROM/JOINs bind
+    for select in tree.find_all(exp.Select):
+        tables = [t for t in _scope_tables(select) if t.name]
+        bound[id(select)] = {(t.alias or t.name).lower() for t in tables} | {
+            s.alias.lower() for s in select.find_all(exp.Subquery) if s.alias and s.find_ancestor(exp.Select)
+            is select}
+        for t in tables:
+            alias = t.alias
+            if alias and alias.lower() != t.name.lower() and reads[t.name.lower()] == 1 \
+                    and alias.lower() not in reads:  # FROM a AS b JOIN b AS a: renaming changes the binding
+                renames.setdefault(id(select), {})[alias.lower()] = t.name
+                t.set("alias", None)
+    if not renames:
+        return None
+    for col in tree.find_all(exp.Column):
+        if not col.table:
+            continue
+        q = col.table.lower()
+        sel = col.find_ancestor(exp.Select)
+        while sel is not None and q not in bound.get(id(sel), ()):  # the SELECT that binds the qualifier
+            sel = sel.find_ancestor(exp.Select)
+        if sel is not None and q in renames.get(id(sel), {}):
+            col.set("table", exp.to_identifier(renames[id(sel)][q]))
+    return tree.sql(dialect=dialect)

@@ -115,3 +115,24 @@ def test_schema_format_compact_matches_ask(samples_dir, tmp_path):
         assert not r["schema_text"].startswith("CREATE TABLE")
     res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--schema-format", "yaml"])
     assert res.exit_code == 2 and "--schema-format must be one of sql, compact" in res.output
+
+
+def test_unalias_searches_the_alias_free_gold(samples_dir, tmp_path):
+    """``--unalias``: each gold with table aliases is searched (and its steps written) with table names, the
+    gold as written kept beside it; the SFT rows built from them carry no T1/T2 alias."""
+    out, trees, sft = tmp_path / "traj.jsonl", tmp_path / "trees.jsonl", tmp_path / "sft.jsonl"
+    res = runner.invoke(app, ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",
+                              "--db-root", str(samples_dir), "--no-cache", "--unalias", "-o", str(out),
+                              "--trees", str(trees)])
+    assert res.exit_code == 0, res.output
+    recs = {r["id"]: r for r in _lines(out.read_text())}
+    rec = recs["bookshop-05"]
+    assert rec["gold_as_written"].startswith("SELECT T1.name, COUNT(*) FROM authors AS T1")
+    assert rec["gold"] == ("SELECT authors.name, COUNT(*) FROM authors JOIN books ON authors.author_id = "
+                           "books.author_id GROUP BY authors.author_id")
+    aliased = [r for r in recs.values() if "gold_as_written" in r]
+    assert len(aliased) == 6 and all(r["reached_gold"] for r in aliased)
+    assert "gold_as_written" not in recs["bookshop-01"]  # no alias: the record is as before
+    assert runner.invoke(app, ["build-pairs", str(trees), "--sft", "-o", str(sft)]).exit_code == 0
+    text = sft.read_text()
+    assert " AS T1" not in text and "T1." not in text and "authors.author_id" in text

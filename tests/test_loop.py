@@ -95,7 +95,47 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     # every command the loop ran is in commands.sh, replayable as is
     assert (run / "commands.sh").read_text().count("learnat ") == len(out["ran"])
     assert _make(tmp_path)["ran"] == []  # complete: nothing runs again
+    _carried_to_a_new_machine(tmp_path, run, res)
     _ship_only_a_winner(tmp_path, run)
+
+
+def _carried_to_a_new_machine(runs: Path, run: Path, res: dict) -> None:
+    """``--carry``: the answers, reports, state and adapters go into a folder to commit, without the
+    benchmark's text; on a machine whose run folder is empty the loop recomputes only the synthesis and its
+    results are the same."""
+    import gzip
+
+    loop = _loop_module()
+    carried = runs / "carry"
+    assert loop.main(["--scale", "tiny", "--runs", str(runs), "--carry", str(carried), "--pack"]) == 0
+    man = json.loads((carried / "carry.json").read_text())
+    assert {f"ask-{c}.jsonl.gz" for c in CONFIGS} <= set(man["files"])
+    assert {f"{s}/adapter_model.safetensors" for s in ("sft", "mdpo", "dpo")} <= set(man["files"])
+    with gzip.open(carried / "ask-base-zero.jsonl.gz", "rt") as f:
+        rec = json.loads(f.readline())
+    assert "pred" in rec and not {"question", "gold", "db_path"} & set(rec)
+    other = runs / "other-machine"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = ["make", "-s", "loop", "SCALE=tiny", f"RUNS={other}", f"CARRY={carried}",
+           f"PYTHON={sys.executable}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ran"] == SYNTHESIS
+    again = json.loads((other / "tiny" / "results.json").read_text())
+    keep = ("config", "n", "ex", "by_hardness", "failures", "vs_base", "tables")
+    assert [{k: r.get(k) for k in keep} for r in again["results"]] == \
+        [{k: r.get(k) for k in keep} for r in res["results"]]
+    back = [json.loads(ln) for ln in (other / "tiny" / "ask-base-zero.jsonl").open()]
+    assert back == [json.loads(ln) for ln in (run / "ask-base-zero.jsonl").open()]
+
+
+def _carry_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learnat_carry", REPO / "benchmarks" / "carry.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _loop_module():
@@ -280,7 +320,7 @@ def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_
             {"role": "assistant", "content": "Final SQL: SELECT COUNT(*) FROM books"}]
     rows.write_text("".join(json.dumps({"id": f"r{i}", "messages": msgs}) + "\n" for i in range(8)))
     base = [sys.executable, "-m", "learnat_commands.main", "sft", str(rows), "--model", str(tiny_model_dir),
-            "-o", str(tmp_path / "out"), "--cpu", "--max-steps", "6", "--batch-size", "1", "--grad-accum",
+            "-o", str(tmp_path / "sft"), "--cpu", "--max-steps", "6", "--batch-size", "1", "--grad-accum",
             "1", "--lora-r", "4", "--save-steps", "0", "--resume"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.run([*base, "--max-time", "0.001"], capture_output=True, text=True, env=env,
@@ -288,7 +328,29 @@ def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_
     assert first.returncode == 0, first.stderr[-2000:]
     m1 = json.loads(first.stdout)
     assert m1["complete"] is False and 1 <= m1["steps"] < 6 and m1["checkpoint"]
+    # a new machine: the run folder is gone, the committed carry holds the checkpoint without Adam's moments
+    carry = _carry_module()
+    (tmp_path / "state.json").write_text("{}")
+    man = carry.pack(tmp_path, tmp_path / "carry")
+    ck = Path(m1["checkpoint"]).name
+    import torch
+
+    opt = torch.load(tmp_path / "carry" / "sft" / ck / "optimizer.pt", weights_only=True)
+    assert opt["state"] == {} and opt["param_groups"]
+    assert f"sft/{ck}/adapter_model.safetensors" in man["files"] and f"sft/{ck}/scheduler.pt" in man["files"]
+    assert not any("tokenizer" in f for f in man["files"])
+    weights = (Path(m1["checkpoint"]) / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "sft")
+    (tmp_path / "state.json").unlink()
+    assert carry.restore(tmp_path / "carry", tmp_path, {}, lambda rec: None) == ["state.json", "sft/"]
+    assert (Path(m1["checkpoint"]) / "adapter_model.safetensors").read_bytes() == weights
+    assert "Adam moments were not carried" in json.loads((tmp_path / "state.json").read_text())["notes"][0]
     second = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
     assert second.returncode == 0, second.stderr[-2000:]
     m2 = json.loads(second.stdout)
     assert m2["complete"] is True and m2["steps"] == 6 and m2["resumed_from"] == m1["checkpoint"]
+    # the learning-rate schedule went on where it stopped (linear decay over 6 steps), not from the start
+    lrs = {h["step"]: h["learning_rate"] for h in json.loads((tmp_path / "sft" / "metrics.json").read_text())
+           ["log_history"] if "learning_rate" in h}
+    k = m1["steps"] + 1
+    assert lrs[k] == pytest.approx(lrs[1] * (6 - k + 1) / 6)

@@ -16,6 +16,7 @@ from learnat_cli.sql import (
     rebind_columns,
     similarity,
     tables_and_columns,
+    unalias,
 )
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "sql_golden.json").read_text())
@@ -293,3 +294,61 @@ def test_rebind_moves_a_column_to_the_one_table_in_scope_that_has_it(sql, expect
 ])
 def test_rebind_leaves_what_it_cannot_bind_for_sure(sql):
     assert rebind_columns(sql, REBIND_SCHEMA) is None
+
+
+# --- alias-free gold SQL for training data (decompose --unalias)
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("SELECT T2.name FROM concert AS T1 JOIN singer AS T2 ON T1.id = T2.cid WHERE T1.year > 2000",
+     "SELECT singer.name FROM concert JOIN singer ON concert.id = singer.cid WHERE concert.year > 2000"),
+    # a subquery's own aliases are its own: T1 is has_pet inside, student outside
+    ("SELECT T1.name FROM student AS T1 WHERE T1.id IN (SELECT T1.sid FROM has_pet AS T1 JOIN pets AS T2 "
+     "ON T1.pid = T2.pid WHERE T2.type = 'cat')",
+     "SELECT student.name FROM student WHERE student.id IN (SELECT has_pet.sid FROM has_pet JOIN pets "
+     "ON has_pet.pid = pets.pid WHERE pets.type = 'cat')"),
+    # a correlated reference is bound by the enclosing SELECT
+    ("SELECT T1.x FROM t AS T1 WHERE EXISTS (SELECT 1 FROM u AS T2 WHERE T2.a = T1.a)",
+     "SELECT t.x FROM t WHERE EXISTS(SELECT 1 FROM u WHERE u.a = t.a)"),
+    # the same table again in a subquery keeps its alias there; the other table still loses its own
+    ("SELECT T1.player_name FROM Player AS T1 JOIN Player_Attributes AS T2 ON T1.pid = T2.pid "
+     "WHERE T2.rating > (SELECT AVG(rating) FROM Player_Attributes)",
+     "SELECT Player.player_name FROM Player JOIN Player_Attributes AS T2 ON Player.pid = T2.pid "
+     "WHERE T2.rating > (SELECT AVG(rating) FROM Player_Attributes)"),
+    ("SELECT COUNT(*) FROM (SELECT T1.a FROM t AS T1) AS sub",
+     "SELECT COUNT(*) FROM (SELECT t.a FROM t) AS sub"),
+])
+def test_unalias_names_each_columns_table(sql, expected):
+    assert unalias(sql) == expected
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT name FROM singer",  # no alias
+    "SELECT T1.name FROM emp AS T1 JOIN emp AS T2 ON T1.boss = T2.id",  # a self-join needs its aliases
+    # correlated on the same table: renaming both to t would bind the inner t.c to itself
+    "SELECT T1.a FROM t AS T1 WHERE T1.b > (SELECT AVG(T2.b) FROM t AS T2 WHERE T2.c = T1.c)",
+    "SELECT b.x FROM a AS b JOIN b AS a ON b.id = a.id",  # aliases that are other tables' names
+    "SELECT FROM WHERE",  # does not parse
+])
+def test_unalias_leaves_what_it_cannot_rename_safely(sql):
+    assert unalias(sql) is None
+
+
+def test_unalias_keeps_results_on_a_real_database(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "d.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE singer(id INTEGER PRIMARY KEY, name TEXT, age INT);"
+                      "CREATE TABLE concert(id INTEGER PRIMARY KEY, sid INT, year INT);"
+                      "INSERT INTO singer VALUES (1,'Ann',30),(2,'Bob',40),(3,'Cy',50);"
+                      "INSERT INTO concert VALUES (1,1,2001),(2,1,1999),(3,2,2005),(4,3,2010);")
+    golds = ["SELECT T1.name, COUNT(*) FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.sid GROUP BY T1.id",
+             "SELECT T1.name FROM singer AS T1 WHERE T1.id NOT IN (SELECT T2.sid FROM concert AS T2 "
+             "WHERE T2.year < 2000) ORDER BY T1.age DESC",
+             "SELECT T1.name FROM singer AS T1 WHERE EXISTS (SELECT 1 FROM concert AS T2 "
+             "WHERE T2.sid = T1.id AND T2.year > 2004)"]
+    for gold in golds:
+        new = unalias(gold)
+        assert new is not None and " AS T" not in new
+        assert con.execute(new).fetchall() == con.execute(gold).fetchall()

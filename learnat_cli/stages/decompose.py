@@ -47,6 +47,7 @@ class DecomposeConfig:
     shard: tuple[int, int] = (0, 1)
     workers: int = 4  # examples searched concurrently
     exec_terminal: bool = True  # with a database, a step whose result equals the gold's is terminal
+    unalias: bool = False  # search the gold with table aliases replaced by table names (sql.unalias)
     teacher: str | Teacher = "ast"  # a spec for make_teacher, or a Teacher
     teacher_options: dict[str, Any] = field(default_factory=dict)  # make_teacher keyword arguments
 
@@ -154,7 +155,21 @@ def select_examples(path: str, cfg: DecomposeConfig, skip: set[str]) -> Iterator
             return
         count += 1
         if ex.id not in skip:
-            yield ex
+            yield unaliased(ex) if cfg.unalias else ex
+
+
+def unaliased(ex: Example) -> Example:
+    """The example with its gold SQL alias-free (:func:`learnat_cli.sql.unalias`), the gold as written kept
+    in ``gold_as_written``; unchanged when the gold has no alias to remove or does not parse (the search then
+    reports the parse error as usual)."""
+    from learnat_cli.sql import unalias
+
+    new = unalias(ex.gold or "")
+    if new is None:
+        return ex
+    data = ex.model_dump()
+    data.update(gold=new, gold_as_written=ex.gold)
+    return Example.model_validate(data)
 
 
 def resume(output: str | None, trees: str | None = None) -> set[str]:
