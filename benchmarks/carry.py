@@ -50,7 +50,10 @@ def _sha(path: Path) -> str:
 
 
 def _last_checkpoint(stage_dir: Path) -> Path | None:
-    cks = [p for p in stage_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint: the trainer writes ``trainer_state.json`` last, so one being written (a
+    pack while training runs) is passed over."""
+    cks = [p for p in stage_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+           and (p / "trainer_state.json").exists()]
     return max(cks, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 

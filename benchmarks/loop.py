@@ -71,6 +71,23 @@ def _carry_module():
     return carry
 
 
+def machine() -> str:
+    """This CPU's model, core count and vector extensions (from /proc/cpuinfo where there is one)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = ln.partition(":")
+            if key.strip() == "model name":
+                model = val.strip()
+            elif key.strip() == "flags":
+                flags = {f for f in val.split() if f.startswith(("avx", "amx"))}
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores" + (f", {' '.join(sorted(flags))}" if flags else "")
+
+
 def levels_of(rows: list[dict]) -> list[str]:
     seen = {lv for r in rows for lv in r["by_hardness"]}
     return [lv for lv in ORDER if lv in seen] + sorted(seen - set(ORDER))
@@ -132,6 +149,10 @@ class Loop:
         if self.a.scale == "tiny":
             env.setdefault("OMP_NUM_THREADS", "1")
         t0 = time.time()
+        # the machine each step ran on: int8 kernels differ by instruction set, so answers can too
+        self.state.setdefault("machines", {}).setdefault(step, [])
+        if machine() not in self.state["machines"][step]:
+            self.state["machines"][step].append(machine())
         self.state["running"] = {"step": step, "since": t0, "watch": [str(watch)] if watch else []}
         self.save_state()
         with (self.logs / f"{step}.log").open("a") as err, \
@@ -412,6 +433,7 @@ class Loop:
                "pairs_used": count_lines(self.dir / "pairs-train.jsonl"),
                "training": {s: self._manifest(s) for s in ("sft", "mdpo", "dpo")},
                "seconds": self.state.get("seconds", {}), "ask": self.state.get("ask"), "results": rows,
+               "machines": self.state.get("machines", {}),
                "targets": targets, "ran_this_time": self.ran}
         (self.dir / "results.json").write_text(json.dumps(out, indent=1))
         (self.dir / "results.md").write_text(markdown(out))
@@ -684,6 +706,10 @@ def markdown(out: dict) -> str:
         lines += ["", "ask " + ("rebinds a column put on the wrong table of a join (`--rebind`): "
                                 + ", ".join(f"{r['label']} {r.get('rebound', 0)}" for r in out["results"])
                                 if on else "without `--rebind` (the run's answers predate it)")]
+    asked_on = {m for step, ms in out.get("machines", {}).items() if step.startswith("ask-") for m in ms}
+    if len(asked_on) > 1:  # int8 kernels differ by instruction set: so can the answers
+        lines += ["", f"The configurations were asked on {len(asked_on)} machines (state.json `machines`): "
+                  + "; ".join(sorted(asked_on))]
     from learnat_cli.metrics import FAILURES
 
     # why the wrong answers are wrong, measured: eval's failure classes (metrics.FAILURES), schema linking

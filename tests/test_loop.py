@@ -88,6 +88,8 @@ def test_make_loop_tiny_runs_every_stage_then_skips_them(tmp_path):
     assert targets["dpo-decompose"]["config"] == "mdpo-decompose" and "Issue 15's targets" in md
     # every configuration was asked with the settings the run recorded (rebind: on for a new run)
     assert json.loads((run / "state.json").read_text())["ask"] == {"rebind": True} == res["ask"]
+    # the machine each step ran on (int8 kernels, and so answers, can differ by instruction set)
+    assert set(res["machines"]) == set(out["ran"]) and all(len(m) == 1 for m in res["machines"].values())
     assert (run / "commands.sh").read_text().count(" --rebind ") == len(CONFIGS)
     assert "ask rebinds a column put on the wrong table of a join" in md
     for r in res["results"]:  # every wrong answer (the tiny model's golds all run) has a table choice
