@@ -36,7 +36,8 @@ def ask_cmd(
     concurrency: Annotated[int, Opt(help="openai: requests in flight at most.")] = 8,
     device: Annotated[str, Opt(help="auto (CUDA if present) | cpu | cuda: student, embedder.")] = "auto",
     decompose: Annotated[str | None, Opt(help="auto (fast path for simple questions) | always | never "
-                                              "(default: the adapter's shipped mode, else auto).")] = None,
+                                              "(default: an adapter's shipped mode, else auto; the "
+                                              "embedded 0.5B without adapter: never).")] = None,
     fast_threshold: Annotated[int, Opt(help="auto: decompose when the complexity score exceeds this.")] = 1,
     schema_format: Annotated[str, Opt(help="auto (the adapter's training format, else sql) | sql (CREATE "
                                            "TABLE) | compact (one line per table).")] = "auto",
@@ -60,12 +61,12 @@ def ask_cmd(
 
 def _ask(o: SimpleNamespace) -> None:
     from learnat_cli.errors import LearnatError
-    from learnat_cli.shipped import adapter_decompose, adapter_schema_format, resolve_adapter
+    from learnat_cli.shipped import adapter_schema_format, default_decompose, resolve_adapter
     from learnat_cli.stages import ask as stage
 
     adapter = resolve_adapter(o.model, o.adapter, o.backend)
     fmt = (adapter_schema_format(adapter) or "sql") if o.schema_format == "auto" else o.schema_format
-    mode = o.decompose or adapter_decompose(adapter) or "auto"
+    mode = o.decompose or default_decompose(o.model, adapter)
     cfg = stage.AskConfig(decompose=mode, fast_threshold=o.fast_threshold, k_demos=o.k,
                           timeout_s=o.timeout, schema_format=fmt, schema_values=o.schema_values,
                           max_new_tokens=o.max_new_tokens, retries=o.retries, rebind=o.rebind,

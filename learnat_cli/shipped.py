@@ -10,7 +10,8 @@ model, where the weights came from), ``MODEL_CARD.md`` (data, steps, settings, E
 Who uses it: ``learnat ask`` with the default model and no ``--adapter`` (``--adapter none`` asks the plain
 base, ``--adapter DIR`` another adapter; :func:`resolve_adapter`); ``ask --schema-format auto`` asks an
 adapter with the schema format it was trained on (:func:`adapter_schema_format`), and ``ask`` without
-``--decompose`` in the decomposition mode it was shipped for (:func:`adapter_decompose`; else ``auto``).
+``--decompose`` in the decomposition mode it was shipped for (:func:`default_decompose`: else ``auto``; the
+embedded 0.5B without an adapter answers directly, its measured best).
 Benchmarks and ``make loop`` name their adapters explicitly.
 """
 
@@ -102,6 +103,20 @@ def adapter_setting(adapter: str | Path | None, key: str) -> str | None:
 def adapter_schema_format(adapter: str | Path | None) -> str | None:
     """The schema format an adapter was trained with (its ``learnat.json``), None when it does not say."""
     return adapter_setting(adapter, "schema_format")
+
+
+def default_decompose(model: str | None, adapter: str | Path | None) -> str:
+    """``ask``'s decomposition mode when ``--decompose`` is not given. An adapter: the mode it was shipped
+    for, else ``auto`` (learnat's SFT rows follow the adaptive rule). The embedded 0.5B without an adapter:
+    ``never``, because the untrained 0.5B loses accuracy whenever it decomposes, measured twice on 300
+    Spider dev questions (docs/BENCHMARKS.md, "The loop on Spider"): the adaptive path 44.3% vs direct SQL
+    47.7% (McNemar p 0.05) and, on another machine, 43.3% vs 47.7% (4 fixed, 17 broken, p 0.007; on the 99
+    questions it decomposes, 22 right vs 35). Any other model: ``auto``, the paper's inference path."""
+    from learnat_cli.models import ALIASES
+
+    if adapter is not None:
+        return adapter_decompose(adapter) or "auto"
+    return "never" if ALIASES.get(model, model) == ALIASES[None] else "auto"
 
 
 def adapter_decompose(adapter: str | Path | None) -> str | None:

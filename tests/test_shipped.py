@@ -117,3 +117,16 @@ def test_ask_without_decompose_uses_the_shipped_mode(adapter_dir, tiny_model_dir
         res = runner.invoke(app, [*base, "--adapter", adapter, *flag])
         rec = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][0])
         assert rec["decomposed"] is want, (adapter, flag, res.output)
+
+
+def test_default_decompose_mode(adapter_dir, tmp_path):
+    """Without --decompose: an adapter's shipped mode (else auto); the embedded 0.5B without an adapter
+    answers directly (decomposition measurably costs the untrained 0.5B accuracy); any other model: auto."""
+    assert shipped.default_decompose(None, None) == "never"
+    assert shipped.default_decompose("qwen2.5-coder-0.5b-instruct", None) == "never"
+    assert shipped.default_decompose("qwen2.5-coder-1.5b", None) == "auto"
+    assert shipped.default_decompose("some/other-model", None) == "auto"
+    assert shipped.default_decompose(None, str(adapter_dir)) == "auto"  # a plain sft output
+    into = tmp_path / "student"
+    shipped.ship(adapter_dir, into, {"schema_format": "sql", "decompose": "always"}, "# card\n")
+    assert shipped.default_decompose(None, str(into)) == "always"
