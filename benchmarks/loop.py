@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 # name: (student stage or None for the base model, ask --decompose mode, label)
 CONFIGS = {
     "base-zero": (None, "never", "base, zero-shot (direct SQL)"),
-    "base-default": (None, "auto", "base, default (adaptive fast path)"),
+    # (the name is older than ask's default for the plain 0.5B, which is now direct SQL: learnat_cli.shipped)
+    "base-default": (None, "auto", "base, adaptive fast path"),
     "sft-decompose": ("sft", "always", "SFT, decomposition"),
     # the SFT rows follow ask's adaptive rule (simple questions train the direct prompt), so this is the SFT
     # student's own path and what MDPO is measured against
