@@ -5,7 +5,7 @@ A loop on the 2-core CPU machine takes several sittings (SFT alone is hours), an
 new machine with an empty ``runs/``. The synthesis (decompose, pairs, SFT rows) is deterministic and takes a
 minute, so it is recomputed; what is carried is what costs hours:
 
-- ``state.json`` (wall time per step, notes, ask settings);
+- ``state.json`` (wall time per step, notes, ask settings, machines), ``commands.sh`` and the steps' logs;
 - each configuration's answers and graded records (``ask-*.jsonl``, ``eval-*.jsonl``, gzip) with the
   benchmark's own text left out (question, gold SQL, evidence: they come back from ``eval.jsonl``, which the
   loop rebuilds from the benchmark) and machine paths (``db_path``: rebuilt from the database options), and
@@ -90,6 +90,12 @@ def pack(run: Path, carry: Path) -> dict:
     links: dict[str, str] = {}
     if (run / "state.json").exists():
         shutil.copy2(run / "state.json", tmp / "state.json")
+    # the steps' logs (small): a sitting packed while a step runs is counted on restore up to its log's last
+    # write, as for a sitting killed on the same machine
+    for src in [run / "commands.sh", *sorted((run / "logs").glob("*.log"))]:
+        if src.is_file():
+            (tmp / src.parent.relative_to(run)).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / src.relative_to(run))
     for src in sorted(run.glob("ask-*.jsonl")) + sorted(run.glob("eval-*.jsonl")):
         _write_gz(src, tmp / (src.name + ".gz"))
     for src in sorted(run.glob("eval-*.json")):
@@ -179,6 +185,11 @@ def restore(carry: Path, run: Path, examples: dict[str, dict], db_path: Callable
     if (carry / "state.json").exists() and not (run / "state.json").exists():
         shutil.copy2(carry / "state.json", run / "state.json")
         done.append("state.json")
+    for src in [carry / "commands.sh", *sorted((carry / "logs").glob("*.log"))]:
+        dest = run / src.relative_to(carry)
+        if src.is_file() and not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)  # with its modification time: the killed-sitting count reads it
     restored_preds = []
     for kind in ("ask", "eval"):  # answers first, then graded records and reports: eval is not redone
         for src in sorted(carry.glob(f"{kind}-*.jsonl.gz")):

@@ -109,11 +109,12 @@ class Loop:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.json"
         self.carry = Path(args.carry) if getattr(args, "carry", None) else None
-        if self.carry is not None and not args.dry_run:
+        if self.carry is not None and not args.dry_run and not getattr(args, "pack", False):
             self.restore()
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.ran: list[str] = []
-        self._count_killed_sitting()
+        if not getattr(args, "pack", False):  # --pack may run beside a live loop: its step is not killed
+            self._count_killed_sitting()
 
     # ---------------------------------------------------------------------------------------------- helpers
     def save_state(self) -> None:

@@ -127,6 +127,7 @@ def _carried_to_a_new_machine(runs: Path, run: Path, res: dict) -> None:
     keep = ("config", "n", "ex", "by_hardness", "failures", "vs_base", "tables")
     assert [{k: r.get(k) for k in keep} for r in again["results"]] == \
         [{k: r.get(k) for k in keep} for r in res["results"]]
+    assert (other / "tiny" / "logs" / "sft.log").read_bytes() == (run / "logs" / "sft.log").read_bytes()
     back = [json.loads(ln) for ln in (other / "tiny" / "ask-base-zero.jsonl").open()]
     assert back == [json.loads(ln) for ln in (run / "ask-base-zero.jsonl").open()]
 
@@ -274,6 +275,9 @@ def test_a_killed_sitting_is_counted_up_to_its_logs_last_write(tmp_path):
     os.utime(log, (1_000_250.0, 1_000_250.0))
     state = {"seconds": {"sft": 100.0}, "running": {"step": "sft", "since": 1_000_000.0}}
     (run / "state.json").write_text(json.dumps(state))
+    # --pack may run beside a live loop: it counts nothing
+    loop.Loop(argparse.Namespace(runs=str(tmp_path), name="r", dry_run=False, pack=True))
+    assert json.loads((run / "state.json").read_text()) == state
     args = argparse.Namespace(runs=str(tmp_path), name="r", dry_run=False)
     loop.Loop(args)
     after = json.loads((run / "state.json").read_text())
