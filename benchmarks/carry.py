@@ -25,12 +25,13 @@ folder lacks, so a run folder that survived on the same machine wins over the ca
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from learnat_cli.shipped import _sha256 as _sha  # the checksum the shipped student uses
 
 STAGES = ("sft", "mdpo", "dpo")
 SYNTHESIS = ("sft.jsonl", "pairs.jsonl")  # recomputed on a new machine, checked against the carry
@@ -41,12 +42,6 @@ CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "trainer
                     "rng_state.pth", "training_args.bin")
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _last_checkpoint(stage_dir: Path) -> Path | None:
