@@ -17,7 +17,8 @@ Str = Optional[str]  # noqa: UP045 (a run-time value)
 
 def decompose_cmd(
     input: Annotated[str, typer.Argument(help="Examples with gold SQL (JSONL, Spider/BIRD); - stdin.")] = "-",
-    teacher: Annotated[str, Opt(help="ast | local | hf:PATH | glm-4-plus | openai:MODEL | NAME.")] = "ast",
+    teacher: Annotated[str, Opt(help="ast | ast:fold-joins (no join-only step) | local | hf:PATH | "
+                                     "glm-4-plus | openai:MODEL | NAME.")] = "ast",
     teacher_url: Annotated[Str, Opt(help="OpenAI-compatible base URL (…/v1).")] = None,
     teacher_model: Annotated[Str, Opt(help="Model name at --teacher-url.")] = None,
     api_key: Annotated[Str, Opt(help="API key (default: the preset's environment variable).")] = None,

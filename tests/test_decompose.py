@@ -45,6 +45,28 @@ def test_ast_teacher_reaches_gold_on_samples(samples_dir, tmp_path):
     assert {"root", "progressive", "invalid"} <= statuses
 
 
+def test_fold_joins_teacher_opens_with_a_step_that_reads_the_question(samples_dir, tmp_path):
+    """``--teacher ast:fold-joins``: no join-only step (the join enters with the step that says what it is
+    for), every join question still reaches its gold, and fewer steps are taken than with the plain ladder."""
+    args = lambda teacher, out: ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", teacher,  # noqa: E731
+                                 "--db-root", str(samples_dir), "--no-cache", "-o", str(out)]
+    plain, folded = tmp_path / "plain.jsonl", tmp_path / "folded.jsonl"
+    for teacher, out in (("ast", plain), ("ast:fold-joins", folded)):
+        res = runner.invoke(app, args(teacher, out))
+        assert res.exit_code == 0, res.output
+    a, b = {r["id"]: r for r in _lines(plain.read_text())}, {r["id"]: r for r in _lines(folded.read_text())}
+    assert a.keys() == b.keys()
+    joins = [i for i, r in a.items() if " JOIN " in r["gold"].upper() and r["reached_gold"]]
+    opened = [i for i in joins if "match on their join keys" in a[i]["steps"][0]["question"]]
+    assert opened, "the plain ladder opens join questions with a join-only step"
+    for i in joins:
+        assert b[i]["reached_gold"] and b[i]["teacher"] == "ast:fold-joins"
+        assert not any("match on their join keys" in s["question"] for s in b[i]["steps"])
+        assert " JOIN " in b[i]["steps"][0]["sql"].upper()  # the join arrives with the first step
+    assert all(len(b[i]["steps"]) == len(a[i]["steps"]) - 1 for i in opened)
+    assert all(b[i]["steps"] == a[i]["steps"] for i in a if i not in joins and a[i]["reached_gold"])
+
+
 def test_resume_skips_finished_ids(samples_dir, tmp_path):
     out = tmp_path / "traj.jsonl"
     args = ["decompose", str(samples_dir / "questions.jsonl"), "--teacher", "ast",

@@ -9,7 +9,11 @@ protocol; deterministic for a given ``seed`` (its random choices are seeded from
 ``gold_ladder(gold, question)``: the progressive steps, in order — every sub-query (innermost first) and each
 side of a set operation, then for the main query: its FROM/JOIN part, + WHERE, + GROUP BY with the gold
 projection, + HAVING, and last the full gold (ORDER BY / LIMIT / DISTINCT), whose sub-question is the original
-question. Steps that would repeat an earlier one are dropped.
+question. Steps that would repeat an earlier one are dropped. ``join_step=False`` (``--teacher
+ast:fold-joins``) leaves out the join-only rung, so a join enters the ladder with the first step that says
+what it is for (its WHERE, GROUP BY or the whole question): a student trained on the join-only rung learns to
+open a decomposition with a join whose tables it must pick before any step reads the question
+(docs/BENCHMARKS.md, run 2).
 ``perturbations(step, state, rng)``: variants the AST pruner must reject (a changed value, a swapped column).
 """
 
@@ -81,7 +85,8 @@ def _main_select(tree: exp.Expression) -> exp.Select | None:
 
 
 @lru_cache(maxsize=4096)
-def gold_ladder(gold: str, question: str, dialect: str = "sqlite") -> tuple[Proposal, ...]:
+def gold_ladder(gold: str, question: str, dialect: str = "sqlite", join_step: bool = True
+                ) -> tuple[Proposal, ...]:
     tree = parse(gold, dialect)
     steps: list[Proposal] = []
     seen: set[str] = set()
@@ -112,7 +117,7 @@ def gold_ladder(gold: str, question: str, dialect: str = "sqlite") -> tuple[Prop
     proj = _plain_projection(sel)
     clauses = ("where", "group", "having", "order", "limit", "distinct")
     has = {k for k in clauses if sel.args.get(k) is not None}
-    if sel.args.get("joins"):
+    if sel.args.get("joins") and join_step:
         add(f"Which rows of {tab_txt} match on their join keys?", _rebuild(sel, set(), proj), "from")
     if "where" in has:
         add(f"Which {tab_txt} rows satisfy {_text(sel.args['where'].this, dialect)}?",
@@ -178,15 +183,19 @@ class AstTeacher(Teacher):
 
     name = "ast"
 
-    def __init__(self, *, dialect: str = "sqlite", seed: int = 0, perturb: bool = True):
+    def __init__(self, *, dialect: str = "sqlite", seed: int = 0, perturb: bool = True,
+                 join_step: bool = True):
         super().__init__()
         self.dialect = dialect
+        self.join_step = join_step
+        if not join_step:
+            self.name = "ast:fold-joins"
         self.seed = seed
         self.perturb = perturb
 
     async def propose(self, state: State, k: int) -> list[Proposal]:
         self.usage.calls += 1
-        ladder = gold_ladder(state.gold, state.question, self.dialect)
+        ladder = gold_ladder(state.gold, state.question, self.dialect, self.join_step)
         gold = _gold_ast(state.gold, self.dialect)
         done: frozenset = frozenset()
         for _, s in state.steps:

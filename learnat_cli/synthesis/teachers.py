@@ -232,10 +232,11 @@ def make_teacher(spec: str, *, url: str | None = None, model: str | None = None,
                  api_key: str | None = None, concurrency: int = 8, temperature: float = 0.8,
                  cache: DiskCache | None = None, dialect: str = "sqlite", seed: int = 0,
                  prompts_dir=None) -> Teacher:
-    """Build a teacher from ``--teacher``: ``ast``, ``local``, ``hf:PATH``, ``glm-4-plus``,
-    ``openai:MODEL``, or any model name served at ``--teacher-url``."""
-    if spec == "ast":
-        return AstTeacher(dialect=dialect, seed=seed)
+    """Build a teacher from ``--teacher``: ``ast`` (``ast:fold-joins``: without the join-only step),
+    ``local``, ``hf:PATH``, ``glm-4-plus``, ``openai:MODEL``, or any model name served at
+    ``--teacher-url``."""
+    if spec in ("ast", "ast:fold-joins"):
+        return AstTeacher(dialect=dialect, seed=seed, join_step=spec == "ast")
     if spec == "local" or spec.startswith("hf:"):
         return LocalTeacher(None if spec == "local" else spec[3:], temperature=temperature, cache=cache,
                             prompts_dir=prompts_dir, seed=seed)
