@@ -201,11 +201,13 @@ def restore(carry: Path, run: Path, examples: dict[str, dict], db_path: Callable
             os.utime(dest, (newest + 1, newest + 1))  # newer than its answers: the loop does not score again
             done.append(dest.name)
     notes = []
+    restored: set[str] = set()
     for stage in STAGES:
         if (run / stage).exists() or not (carry / stage).is_dir():
             continue
         shutil.copytree(carry / stage, run / stage)
         done.append(f"{stage}/")
+        restored.add(stage)
         ck = _last_checkpoint(run / stage)
         if ck is not None and not _complete(run / stage):
             notes.append(f"{stage}: resumed from {ck.name} carried from another machine; its Adam moments "
@@ -217,9 +219,12 @@ def restore(carry: Path, run: Path, examples: dict[str, dict], db_path: Callable
     sft_weights = run / "sft" / "adapter_model.safetensors"
     for rel, sha in man.get("from_sft", {}).items():
         dest = run / rel
-        if dest.exists() or not sft_weights.exists():
+        # only into a stage restored just now: a stage folder this machine kept is newer than the carry, and
+        # the checkpoint the carry names may be gone from it (the trainer keeps only the last few)
+        if dest.exists() or Path(rel).parts[0] not in restored or not sft_weights.exists():
             continue
         if _sha(sft_weights) != sha:
             raise SystemExit(f"{carry}: {rel} is not the SFT adapter of this run (sha256 differs)")
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(sft_weights, dest)
     return done

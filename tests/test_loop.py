@@ -360,3 +360,36 @@ def test_max_time_stops_at_a_checkpoint_and_resume_finishes(tiny_model_dir, tmp_
            ["log_history"] if "learning_rate" in h}
     k = m1["steps"] + 1
     assert lrs[k] == pytest.approx(lrs[1] * (6 - k + 1) / 6)
+
+
+def test_restore_fills_the_reference_only_into_a_stage_it_restores(tmp_path):
+    """The carry keeps MDPO's frozen reference (the SFT adapter) once and restores it into the carried
+    checkpoint; a machine that kept its own, newer stage folder -- whose carried checkpoint the trainer has
+    since rotated away -- keeps it as it is (it used to crash copying into the vanished checkpoint)."""
+    carry = _carry_module()
+    run = tmp_path / "run"
+    sft_weights = b"sft adapter weights"
+    (run / "sft").mkdir(parents=True)
+    (run / "sft" / "adapter_model.safetensors").write_bytes(sft_weights)
+    (run / "sft" / "manifest.json").write_text('{"complete": true}')
+    ck = run / "mdpo" / "checkpoint-10"
+    (ck / "ref").mkdir(parents=True)
+    (ck / "adapter_model.safetensors").write_bytes(b"mdpo adapter at 10")
+    (ck / "trainer_state.json").write_text('{"global_step": 10}')
+    (ck / "ref" / "adapter_config.json").write_text("{}")
+    (ck / "ref" / "adapter_model.safetensors").write_bytes(sft_weights)
+    man = carry.pack(run, tmp_path / "carry")
+    assert list(man["from_sft"]) == ["mdpo/checkpoint-10/ref/adapter_model.safetensors"]
+    assert "mdpo/checkpoint-10/ref/adapter_model.safetensors" not in man["files"]  # carried once, as sft/
+
+    fresh = tmp_path / "fresh"
+    assert carry.restore(tmp_path / "carry", fresh, {}, lambda rec: None) == ["sft/", "mdpo/"]
+    ref = fresh / "mdpo" / "checkpoint-10" / "ref" / "adapter_model.safetensors"
+    assert ref.read_bytes() == sft_weights
+
+    kept = tmp_path / "kept"  # this machine trained on to checkpoint-20; checkpoint-10 is gone
+    shutil.copytree(run / "sft", kept / "sft")
+    (kept / "mdpo" / "checkpoint-20").mkdir(parents=True)
+    (kept / "mdpo" / "checkpoint-20" / "trainer_state.json").write_text('{"global_step": 20}')
+    assert carry.restore(tmp_path / "carry", kept, {}, lambda rec: None) == []
+    assert sorted(p.name for p in (kept / "mdpo").iterdir()) == ["checkpoint-20"]

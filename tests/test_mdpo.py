@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -419,6 +421,14 @@ def test_reference_logps_kept_for_the_next_run(tiny_model_dir, tmp_path):
     # the training moved the adapter, so the comparison above is not of two untouched adapters
     assert any(float(p.detach().abs().sum()) > 0 for n, p in got.items() if "lora_B" in n)
 
+    # the same reference in another folder, other mtimes (a carried run restored elsewhere): the same store
+    moved = tmp_path / "moved-model"
+    shutil.copytree(tiny_model_dir, moved)
+    for f in moved.iterdir():
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    carried = run(0.0, "auto", "dpo-moved", model=moved)
+    assert carried.ref_store.path == store and carried.ref_forward_rows == 0
+
     other_rows = load_pairs(str(pairs))[:2]
     assert run(1.0, "auto", "mdpo-2", rows=other_rows).ref_store.path != store  # other pairs
     first.save_model(str(tmp_path / "mdpo-adapter"))
@@ -427,3 +437,34 @@ def test_reference_logps_kept_for_the_next_run(tiny_model_dir, tmp_path):
     # a line cut by an interrupted run is computed again, not trusted
     store.write_text(store.read_text() + '{"i": 7, "c": ')
     assert sorted(RefLogpsStore(store).known) == list(range(len(PAIRS)))
+
+
+def test_content_identity_ignores_path_and_mtime_not_bytes(tmp_path, monkeypatch):
+    """The reference log-probs key (folder_content_identity) follows the bytes of the weights: a copy with
+    other mtimes is the same, one changed byte is not -- also in a file big enough to be hashed in chunks."""
+    from learnat_cli import paths
+
+    monkeypatch.setattr(paths, "FULL_HASH_LIMIT", 4 << 20)
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "config.json").write_text('{"x": 1}')
+    big = bytes(range(256)) * (40 << 12)  # 10 MiB: over the patched limit, so hashed by sampled chunks
+    (a / "model.safetensors").write_bytes(big)
+    (a / "notes.txt").write_text("not part of the identity")
+    wanted = lambda name: name.endswith((".json", ".safetensors"))  # noqa: E731
+    ident = paths.folder_content_identity(a, wanted)
+    assert [row[0] for row in ident] == ["config.json", "model.safetensors"]
+
+    b = tmp_path / "elsewhere" / "b"
+    shutil.copytree(a, b)
+    os.utime(b / "model.safetensors", (1_000_000_000, 1_000_000_000))
+    (b / "notes.txt").write_text("changed")
+    assert paths.folder_content_identity(b, wanted) == ident
+
+    changed = bytearray(big)
+    changed[-1] ^= 0xFF  # the last byte: inside the last sampled chunk
+    (b / "model.safetensors").write_bytes(bytes(changed))
+    assert paths.folder_content_identity(b, wanted) != ident
+    (b / "model.safetensors").write_bytes(big)
+    (b / "config.json").write_text('{"x": 2}')
+    assert paths.folder_content_identity(b, wanted) != ident

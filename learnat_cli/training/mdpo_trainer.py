@@ -28,9 +28,11 @@ reference (the SFT model); with ``ref_model=PATH`` that model (an adapter folder
 Reference log-probs are kept on disk (``ref_cache="auto"``, one process): each training pair's reference
 log-probs, once computed, are appended to ``$LEARNAT_CACHE/ref-logps/<key>.jsonl``, the key hashing the pairs
 (prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' weight, config,
-tokenizer and chat-template files: names, sizes, mtimes), ``max_length`` and the precision. A later run with
-the same key -- the plain-DPO ablation after MDPO from the same SFT adapter, or a resumed run -- reads them
-instead of running the reference forward pass (:class:`RefLogpsStore`; same loss and gradients: test).
+tokenizer and chat-template files: names, sizes, content digests -- not paths or mtimes, so an SFT adapter
+restored from a carried run on another machine or in another folder keeps its cache), ``max_length`` and the
+precision. A later run with the same key -- the plain-DPO ablation after MDPO from the same SFT adapter, or a
+resumed run -- reads them instead of running the reference forward pass
+(:class:`RefLogpsStore`; same loss and gradients: test).
 
 Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's
 loss subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate;
@@ -49,7 +51,7 @@ from typing import Any
 
 from learnat_cli.errors import LearnatError
 from learnat_cli.jsonl import display_name, parse_record, read_jsonl
-from learnat_cli.paths import cache_dir, folder_identity
+from learnat_cli.paths import cache_dir, folder_content_identity
 from learnat_cli.records import PreferencePair
 from learnat_cli.training.config import MARGIN_FORMS, MdpoConfig
 from learnat_cli.training.runner import (
@@ -182,14 +184,15 @@ def shared_prefix_logps(lm, input_ids, attention_mask, completion_mask):
 
 
 def _folder_fingerprint(path: str | None) -> list | None:
-    """A model folder's weight, config, tokenizer and chat-template files (:func:`folder_identity`); a name
-    that is no folder (a hub id) as itself."""
+    """A model folder's weight, config, tokenizer and chat-template files by content
+    (:func:`folder_content_identity`: not by path or mtime, so a copied or carried adapter keeps its cache); a
+    name that is no folder (a hub id) as itself."""
     if not path:
         return None
     p = Path(path).expanduser()
     if not p.is_dir():
         return [str(path)]
-    return folder_identity(p, lambda name: name.endswith((".json", ".jinja", ".safetensors", ".bin")))
+    return folder_content_identity(p, lambda name: name.endswith((".json", ".jinja", ".safetensors", ".bin")))
 
 
 class RefLogpsStore:
@@ -198,7 +201,7 @@ class RefLogpsStore:
     values; :meth:`annotate` adds ``pair_index`` and the known values (NaN where unknown) to the rows, and
     :meth:`record` appends new ones as training computes them."""
 
-    VERSION = 1
+    VERSION = 2  # 2: folders identified by content, not path and mtime
 
     def __init__(self, path: Path):
         self.path = path
