@@ -249,6 +249,9 @@ class Loop:
             flags += ["--lr", "2e-4"] if not tiny else []
         else:
             flags += ["--beta", "0.1", "--gamma", "0" if stage == "dpo" else "1"]
+            # the reference log-probs MDPO computes serve the DPO ablation (same pairs, same SFT reference);
+            # kept in the run folder, the carry takes them to the next machine
+            flags += ["--ref-cache", str(self.dir / "ref-logps")]
             flags += ["--lr", str(self.a.pref_lr)] if not tiny else []
         return flags
 

@@ -393,3 +393,28 @@ def test_restore_fills_the_reference_only_into_a_stage_it_restores(tmp_path):
     (kept / "mdpo" / "checkpoint-20" / "trainer_state.json").write_text('{"global_step": 20}')
     assert carry.restore(tmp_path / "carry", kept, {}, lambda rec: None) == []
     assert sorted(p.name for p in (kept / "mdpo").iterdir()) == ["checkpoint-20"]
+
+
+def test_reference_logps_travel_with_the_carry(tmp_path):
+    """The preference pairs' reference log-probs (``mdpo --ref-cache RUN/ref-logps``) are packed with the
+    carry, complete lines only, and merged on restore into a store this machine may have grown."""
+    carry = _carry_module()
+    run = tmp_path / "run"
+    (run / "ref-logps").mkdir(parents=True)
+    store = run / "ref-logps" / "abc.jsonl"
+    store.write_text('{"i": 0, "c": -1.5, "r": -2.5}\n{"i": 1, "c": -3.0, "r": -4.0}\n{"i": 2, "c": ')
+    man = carry.pack(run, tmp_path / "carry")
+    assert "ref-logps/abc.jsonl.gz" in man["files"]
+
+    fresh = tmp_path / "fresh"
+    assert carry.restore(tmp_path / "carry", fresh, {}, lambda rec: None) == ["ref-logps/abc.jsonl"]
+    assert (fresh / "ref-logps" / "abc.jsonl").read_text() == store.read_text().rsplit("\n", 1)[0] + "\n"
+
+    grown = tmp_path / "grown"  # this machine computed pair 5 and was cut while writing pair 6
+    (grown / "ref-logps").mkdir(parents=True)
+    (grown / "ref-logps" / "abc.jsonl").write_text('{"i": 5, "c": -0.5, "r": -0.7}\n{"i": 6, "c"')
+    assert carry.restore(tmp_path / "carry", grown, {}, lambda rec: None) == ["ref-logps/abc.jsonl"]
+    from learnat_cli.training.mdpo_trainer import RefLogpsStore
+
+    assert sorted(RefLogpsStore(grown / "ref-logps" / "abc.jsonl").known) == [0, 1, 5]
+    assert carry.restore(tmp_path / "carry", grown, {}, lambda rec: None) == []  # nothing new the second time

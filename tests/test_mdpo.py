@@ -383,6 +383,8 @@ def test_shared_prefix_logps_and_gradients_equal_the_plain_forward(tiny_model_di
 def test_shared_prefix_option_errors(tiny_model_dir, tmp_path):
     with pytest.raises(LearnatError, match="auto, on or off"):
         MdpoConfig(input="-", shared_prefix="maybe")
+    with pytest.raises(LearnatError, match="a file, not a folder"):
+        MdpoConfig(input="-", ref_cache=__file__)
     with pytest.raises(LearnatError, match="gradient checkpointing"):
         MdpoConfig(input="-", shared_prefix="on", gradient_checkpointing=True)
 
@@ -428,6 +430,12 @@ def test_reference_logps_kept_for_the_next_run(tiny_model_dir, tmp_path):
         os.utime(f, (1_000_000_000, 1_000_000_000))
     carried = run(0.0, "auto", "dpo-moved", model=moved)
     assert carried.ref_store.path == store and carried.ref_forward_rows == 0
+
+    # a folder of its own (e.g. inside a run folder that a carry moves): the same key, in that folder
+    beside = run(0.0, str(tmp_path / "run" / "ref-logps"), "dpo-beside")
+    assert beside.ref_store.path == tmp_path / "run" / "ref-logps" / store.name
+    assert beside.ref_forward_rows == len(PAIRS)
+    assert RefLogpsStore(beside.ref_store.path).known == RefLogpsStore(store).known
 
     other_rows = load_pairs(str(pairs))[:2]
     assert run(1.0, "auto", "mdpo-2", rows=other_rows).ref_store.path != store  # other pairs

@@ -157,14 +157,17 @@ class MdpoConfig(TrainConfig):
     precompute_ref: bool = opt(False, "Compute reference log-probs once before training.")
     ref_cache: str = opt("auto", "Keep each pair's reference log-probs on disk for the next run with the "
                                  "same pairs and reference (e.g. the DPO ablation after MDPO, a resumed "
-                                 "run): auto (one process), off.")
+                                 "run): auto ($LEARNAT_CACHE/ref-logps, one process), off, or a folder "
+                                 "to keep them in (e.g. beside a run that moves between machines).")
     shared_prefix: str = opt("auto", "Run each pair's shared prompt once for chosen and rejected: auto "
                                      "(on CPU without gradient checkpointing), on, off.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ref_cache not in ("auto", "off"):
-            raise LearnatError(f"--ref-cache is auto or off, not {self.ref_cache!r}", field="ref_cache")
+        if not self.ref_cache.strip():
+            raise LearnatError("--ref-cache is auto, off or a folder, not empty", field="ref_cache")
+        if self.ref_cache not in ("auto", "off") and Path(self.ref_cache).expanduser().is_file():
+            raise LearnatError(f"--ref-cache {self.ref_cache}: a file, not a folder", field="ref_cache")
         if self.shared_prefix not in ("auto", "on", "off"):
             raise LearnatError(f"--shared-prefix is auto, on or off, not {self.shared_prefix!r}",
                                field="shared_prefix")

@@ -26,13 +26,14 @@ disabled; when ``--model`` is a ``learnat sft`` adapter folder, TRL keeps a froz
 reference (the SFT model); with ``ref_model=PATH`` that model (an adapter folder is merged into its base).
 
 Reference log-probs are kept on disk (``ref_cache="auto"``, one process): each training pair's reference
-log-probs, once computed, are appended to ``$LEARNAT_CACHE/ref-logps/<key>.jsonl``, the key hashing the pairs
-(prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' weight, config,
-tokenizer and chat-template files: names, sizes, content digests -- not paths or mtimes, so an SFT adapter
-restored from a carried run on another machine or in another folder keeps its cache), ``max_length`` and the
-precision. A later run with the same key -- the plain-DPO ablation after MDPO from the same SFT adapter, or a
-resumed run -- reads them instead of running the reference forward pass
-(:class:`RefLogpsStore`; same loss and gradients: test).
+log-probs, once computed, are appended to ``$LEARNAT_CACHE/ref-logps/<key>.jsonl`` (``ref_cache=FOLDER``:
+``FOLDER/<key>.jsonl``, e.g. inside a run folder that a carry moves to another machine), the key hashing the
+pairs (prompt, chosen, rejected, in order), the reference (the model/adapter/ref-model folders' weight,
+config, tokenizer and chat-template files: names, sizes, content digests -- not paths or mtimes, so an SFT
+adapter restored from a carried run on another machine or in another folder keeps its cache), ``max_length``
+and the precision. A later run with the same key -- the plain-DPO ablation after MDPO from the same SFT
+adapter, or a resumed run -- reads them instead of running the reference forward pass (:class:`RefLogpsStore`;
+same loss and gradients: test).
 
 Defaults and their sources: beta 0.1 (DPO paper / TRL default; PAPER.md gives none), gamma 1.0 (the paper's
 loss subtracts the unscaled reward gap), odpo alpha 1.0 (the released code), lr 5e-6 (common LoRA DPO rate;
@@ -229,7 +230,9 @@ class RefLogpsStore:
         h.update(json.dumps(ident, sort_keys=True).encode())
         for r in rows:
             h.update(json.dumps([r["prompt"], r["chosen"], r["rejected"]], sort_keys=True).encode())
-        return cls(cache_dir("ref-logps") / f"{h.hexdigest()[:20]}.jsonl")
+        folder = cache_dir("ref-logps") if cfg.ref_cache == "auto" else Path(cfg.ref_cache).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder / f"{h.hexdigest()[:20]}.jsonl")
 
     def annotate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nan = float("nan")
