@@ -11,3 +11,14 @@ learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/
 learnat eval /work/runs/spider-0.5b-v2/ask-sft-decompose.jsonl --db-root /work/shared/spider/database --metric spider --report /work/runs/spider-0.5b-v2/eval-sft-decompose.json > /work/runs/spider-0.5b-v2/eval-sft-decompose.jsonl
 learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter /work/runs/spider-0.5b-v2/sft --decompose auto --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-sft-auto.jsonl
 learnat eval /work/runs/spider-0.5b-v2/ask-sft-auto.jsonl --db-root /work/shared/spider/database --metric spider --report /work/runs/spider-0.5b-v2/eval-sft-auto.json > /work/runs/spider-0.5b-v2/eval-sft-auto.jsonl
+learnat mdpo /work/runs/spider-0.5b-v2/pairs-train.jsonl --model /work/runs/spider-0.5b-v2/sft -o /work/runs/spider-0.5b-v2/mdpo --resume --save-steps 5 --epochs 1.0 --batch-size 1 --grad-accum 16 --max-length 2048 --lora-layers 8 --beta 0.1 --gamma 1 --lr 1.5e-05
+learnat decompose /work/runs/spider-0.5b-v2/train.jsonl --teacher ast --db-root /work/shared/spider/database --trees /work/runs/spider-0.5b-v2/trees.jsonl --schema-format compact --unalias -o /work/runs/spider-0.5b-v2/decompositions.jsonl
+learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl -o /work/runs/spider-0.5b-v2/pairs.jsonl
+learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl --sft -o /work/runs/spider-0.5b-v2/sft.jsonl
+learnat mdpo /work/runs/spider-0.5b-v2/pairs-train.jsonl --model /work/runs/spider-0.5b-v2/sft -o /work/runs/spider-0.5b-v2/mdpo --resume --save-steps 5 --epochs 1.0 --batch-size 1 --grad-accum 16 --max-length 2048 --lora-layers 8 --beta 0.1 --gamma 1 --lr 1.5e-05
+learnat mdpo /work/runs/spider-0.5b-v2/pairs-train.jsonl --model /work/runs/spider-0.5b-v2/sft -o /work/runs/spider-0.5b-v2/mdpo --resume --save-steps 5 --epochs 1.0 --batch-size 1 --grad-accum 16 --max-length 2048 --lora-layers 8 --beta 0.1 --gamma 1 --lr 1.5e-05
+learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter /work/runs/spider-0.5b-v2/mdpo --decompose always --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-mdpo-decompose.jsonl
+learnat eval /work/runs/spider-0.5b-v2/ask-mdpo-decompose.jsonl --db-root /work/shared/spider/database --metric spider --report /work/runs/spider-0.5b-v2/eval-mdpo-decompose.json > /work/runs/spider-0.5b-v2/eval-mdpo-decompose.jsonl
+learnat decompose /work/runs/spider-0.5b-v2/train.jsonl --teacher ast --db-root /work/shared/spider/database --trees /work/runs/spider-0.5b-v2/trees.jsonl --schema-format compact --unalias -o /work/runs/spider-0.5b-v2/decompositions.jsonl
+learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl -o /work/runs/spider-0.5b-v2/pairs.jsonl
+learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl --sft -o /work/runs/spider-0.5b-v2/sft.jsonl
