@@ -609,6 +609,53 @@ def first_step_strays(rec: dict) -> bool:
         return False
 
 
+SHAPES = ("direct", "no step", "one step: the question", "one step: a sub-question",
+          "2+ steps, opening with a join", "2+ steps, other")
+
+
+def _same_text(a: str | None, b: str | None) -> bool:
+    norm = lambda t: " ".join((t or "").lower().split()).rstrip(" ?.!")  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def decomposition_shape(rec: dict) -> str:
+    """The shape of an answer's decomposition (:data:`SHAPES`): direct SQL; decomposed but with no step (the
+    final SQL only); one step that restates the question (direct SQL in the step format); one step on a
+    sub-question (so the final SQL answers part of the question, unless the student finished it there);
+    two or more steps, the first reading two or more tables (a decomposition that opens with a join), or
+    not."""
+    from learnat_cli.sql import tables_and_columns
+
+    steps = rec.get("steps") or []
+    if not rec.get("decomposed"):
+        return "direct"
+    if not steps:
+        return "no step"
+    if len(steps) == 1:
+        same = _same_text(steps[0].get("question"), rec.get("question"))
+        return "one step: the question" if same else "one step: a sub-question"
+    try:
+        joins = len(tables_and_columns(steps[0].get("sql") or "")[0]) > 1
+    except Exception:  # noqa: BLE001 - an unparsable first step is not a join
+        joins = False
+    return "2+ steps, opening with a join" if joins else "2+ steps, other"
+
+
+def shapes(mine: dict[str, dict], ref: dict[str, bool]) -> dict[str, dict[str, int]]:
+    """Per :func:`decomposition_shape` of ``mine``'s answers (graded records by id, with ``steps``,
+    ``decomposed`` and ``question``): how many, how many right, and how many ``ref`` (correct by id) gets
+    right on the same questions -- whether a shape of decomposition costs or pays against the base."""
+    out: dict[str, dict[str, int]] = {}
+    for i, rec in mine.items():
+        if i not in ref:
+            continue
+        c = out.setdefault(decomposition_shape(rec), {"n": 0, "correct": 0, "ref_correct": 0})
+        c["n"] += 1
+        c["correct"] += bool(rec.get("correct"))
+        c["ref_correct"] += bool(ref[i])
+    return {k: out[k] for k in SHAPES if k in out}
+
+
 def why_broken(mine: dict[str, dict], ref: dict[str, dict]) -> dict:
     """Why one configuration loses questions to another, measured on the questions ``ref`` answers right and
     ``mine`` wrong (graded records by id, with the answer's ``steps``/``decomposed``): their hardness,
@@ -635,6 +682,8 @@ def paired(rows: list[dict]) -> list[dict]:
         if base is None or r is base or not correct[base["config"]]:
             continue
         r["vs_base"] = {"base": base["config"], **_versus(correct[r["config"]], correct[base["config"]])}
+        if any(g.get("decomposed") for g in graded[r["config"]].values()):
+            r["shapes"] = shapes(graded[r["config"]], correct[base["config"]])
     by = {r["config"]: r for r in rows}
     judged = []
     for what, mine, theirs, lead in TARGETS:
@@ -733,6 +782,19 @@ def markdown(out: dict) -> str:
             v = r["vs_base"]
             lines.append(f"| {r['label']} | {(v['fixed'] - v['broken']) / max(1, r['n'] or 0) * 100:+.1f} | "
                          f"{v['fixed']} | {v['broken']} | {v['p']:.3g} |")
+    shaped = [r for r in vs if r.get("shapes")]
+    if shaped:  # where decomposition pays or costs: each shape's EX against the base's on the same questions
+        cols = [k for k in SHAPES if any(k in r["shapes"] for r in shaped)]
+        lines += ["", "Answers by the shape of their decomposition: n, EX here, and in parentheses the best "
+                  f"base configuration's EX on the same questions ({base}):", "",
+                  "| configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+        for r in shaped:
+            cells = []
+            for k in cols:
+                c = r["shapes"].get(k)
+                pct = lambda x, c=c: f"{100 * x / c['n']:.1f}"  # noqa: E731
+                cells.append(f"{c['n']}: {pct(c['correct'])} ({pct(c['ref_correct'])})" if c else "-")
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     if out.get("targets"):
         lines += ["", "Issue 15's targets (each side its best configuration; fixed/broken and McNemar p on "
                   "the same questions):", "", "| target | configuration | against | EX difference | needed | "

@@ -418,3 +418,43 @@ def test_reference_logps_travel_with_the_carry(tmp_path):
 
     assert sorted(RefLogpsStore(grown / "ref-logps" / "abc.jsonl").known) == [0, 1, 5]
     assert carry.restore(tmp_path / "carry", grown, {}, lambda rec: None) == []  # nothing new the second time
+
+
+def test_decomposition_shapes_say_where_decomposition_costs():
+    """Each answer's decomposition shape (direct, no step, one step restating the question, one step on a
+    sub-question, 2+ steps opening with a join or not), with its EX and the base's on the same questions."""
+    loop = _loop_module()
+    q = "How many ships were lost?"
+    join = "SELECT * FROM ship AS T1 JOIN battle AS T2 ON T1.lost_in_battle = T2.id"
+
+    def rec(correct, steps=None, decomposed=True):
+        return {"question": q, "correct": correct, "decomposed": decomposed, "steps": steps or []}
+
+    mine = {"a": rec(True, decomposed=False),
+            "b": rec(False),
+            "c": rec(True, [{"question": "how many ships were lost", "sql": "SELECT count(*) FROM ship"}]),
+            "d": rec(False, [{"question": "Which ships are there?", "sql": "SELECT name FROM ship"}]),
+            "e": rec(False, [{"question": "Join them", "sql": join}, {"question": q, "sql": "SELECT 1"}]),
+            "f": rec(True, [{"question": "x", "sql": "SELECT name FROM ship"},
+                            {"question": q, "sql": "SELECT"}]),
+            "g": rec(False, [{"question": "x", "sql": "SELECT FROM"}, {"question": q, "sql": "SELECT 2"}]),
+            "h": rec(True, decomposed=False)}
+    assert [loop.decomposition_shape(mine[k]) for k in "abcdefg"] == [
+        "direct", "no step", "one step: the question", "one step: a sub-question",
+        "2+ steps, opening with a join", "2+ steps, other", "2+ steps, other"]
+    base = {"a": False, "b": True, "c": False, "d": True, "e": True, "f": True, "g": False}  # h: not in base
+    got = loop.shapes(mine, base)
+    assert list(got) == list(loop.SHAPES)  # in SHAPES order
+    assert got["direct"] == {"n": 1, "correct": 1, "ref_correct": 0}
+    assert got["2+ steps, other"] == {"n": 2, "correct": 1, "ref_correct": 1}
+    assert got["one step: a sub-question"] == {"n": 1, "correct": 0, "ref_correct": 1}
+
+    row = {"config": "sft-decompose", "label": "SFT, decomposition", "n": 7, "ex": 40.0,
+           "by_hardness": {}, "count_by_hardness": {}, "p50_s": 1.0, "p95_s": 2.0, "tokens_mean": 9.0,
+           "decomposed": 6, "train_s": None,
+           "vs_base": {"base": "base-zero", "fixed": 2, "broken": 4, "p": 0.7},
+           "shapes": got}
+    out = {"name": "t", "scale": "tiny", "student": "s", "train_questions": 1, "decompositions": 1,
+           "sft_rows": 1, "pairs": 1, "pairs_used": 1, "training": {}, "results": [row], "targets": []}
+    md = loop.markdown(out)
+    assert "| SFT, decomposition | 1: 100.0 (0.0) | 1: 0.0 (100.0) |" in md
