@@ -49,7 +49,8 @@ loop:
 		--eval $(EVAL) --gpus $(GPUS) --teacher $(TEACHER) --runs $(RUNS) $(if $(NAME),--name $(NAME)) \
 		--schema-format $(SCHEMA) $(if $(BUDGET),--budget $(BUDGET)) $(if $(STUDENT),--student $(STUDENT)) \
 		$(if $(CONFIGS),--configs $(CONFIGS)) $(if $(LORA_LAYERS),--lora-layers $(LORA_LAYERS)) \
-		$(if $(SHIP),--ship) $(if $(CARRY),--carry $(CARRY)) $(if $(UNALIAS),--unalias)
+		$(if $(SHIP),--ship) $(if $(CARRY),--carry $(CARRY)) $(if $(UNALIAS),--unalias) \
+		$(if $(REASK),--reask $(REASK))
 
 # The GPU path on one CUDA GPU (< 8 min, one table); without a GPU a dry run with the tiny model, exit 0.
 gpu-check:

@@ -20,7 +20,11 @@ configuration, its adapter is packaged as ``ask``'s default student (``learnat_c
 ``--ship-to``, default ``learnat_cli/student``) with a model card written from the run (data, steps, settings,
 the EX table, licences); otherwise nothing is shipped and the results say why. A lead in EX must also be more
 than chance on the same questions (McNemar p <= ``--ship-alpha``, default 0.05): a student that is one or two
-questions ahead of the base is not shipped in its place.
+questions ahead of the base is not shipped in its place. Both must have been asked on one machine: ``ask``'s
+int8 engine can answer differently on another CPU (run 2: the same base configuration, 47.7% EX on one,
+49.7% on another), so a loop carried across machines asks the two again on one with ``--reask A,B``
+(``make loop REASK=A,B``): answers made on another machine move to ``runs/<name>/superseded/`` and the
+configuration is asked here.
 
 Scales: ``full`` samples ``--train`` questions of Spider train (seeded, databases present) for synthesis and
 ``--eval`` of Spider dev (never trained on); ``tiny`` runs the same chain with the tiny random test model on
@@ -301,6 +305,7 @@ class Loop:
             self.learnat("build-pairs-sft", "build-pairs", str(trees), "--sft", "-o", str(sft_rows))
         if self.carry is not None and not a.dry_run:
             _carry_module().check_synthesis(self.carry, self.dir)
+        self.reask()
         # 3-7. each student in turn (the base, SFT, then MDPO and the plain-DPO ablation from the same SFT
         # adapter): trained, then every configuration that uses it asked and scored at once, so a loop carried
         # over several sittings has results for each student as soon as it exists, not after the last training
@@ -345,6 +350,43 @@ class Loop:
                              "new run (--name)")
         return rec
 
+    def asked_on(self, name: str) -> list[str]:
+        """The machines configuration ``name`` was asked on (state.json; empty when not recorded)."""
+        return list(self.state.get("machines", {}).get(f"ask-{name}", []))
+
+    def reask(self) -> None:
+        """``--reask NAMES``: each named configuration whose answers were not all made on this machine is
+        asked again here. Its answers, graded records, report and logs move to ``superseded/<name>-<k>/``
+        (with the machine they came from), its time and machine records are dropped, and a note says so;
+        the steps below then ask and score it as for a new run."""
+        for name in getattr(self.a, "reask", []):
+            if name not in self.a.configs:
+                continue  # not asked in this run: its answers stay as they are
+            preds = self.dir / f"ask-{name}.jsonl"
+            if not preds.exists() or self.asked_on(name) == [machine()]:
+                continue
+            where = "; ".join(self.asked_on(name)) or "a machine not recorded"
+            print(f"[loop] reask {name}: its answers were made on {where}", file=sys.stderr, flush=True)
+            if self.a.dry_run:
+                continue
+            k = 1
+            while (self.dir / "superseded" / f"{name}-{k}").exists():
+                k += 1
+            dest = self.dir / "superseded" / f"{name}-{k}"
+            dest.mkdir(parents=True)
+            for f in [preds, self.dir / f"eval-{name}.json", self.dir / f"eval-{name}.jsonl",
+                      self.logs / f"ask-{name}.log", self.logs / f"eval-{name}.log"]:
+                if f.exists():
+                    f.replace(dest / f.name)
+            (dest / "machine.txt").write_text(where + "\n")
+            for step in (f"ask-{name}", f"eval-{name}"):
+                self.state.get("seconds", {}).pop(step, None)
+                self.state.get("machines", {}).pop(step, None)
+            self.state.setdefault("notes", []).append(
+                f"{name}: asked again on {machine().split(',')[0]} (--reask); the answers made on {where} "
+                f"are in superseded/{dest.name}/")
+            self.save_state()
+
     def ask_and_eval(self, name: str, evals: Path, dbopts: list[str], student: list[str]) -> None:
         """``ask`` (appends, resumes) then ``eval`` for one configuration."""
         a = self.a
@@ -375,6 +417,14 @@ class Loop:
                 why = (f"no trained configuration beats the best base one ({base['label']}, "
                        f"{base['ex']:.1f}% EX)")
             return {"shipped": False, "why": why}
+        mine, theirs = self.asked_on(winner["config"]), self.asked_on(base["config"])
+        if not self.a.dry_run and (len(mine) != 1 or mine != theirs):
+            # the int8 kernels differ by instruction set, so can the answers: on run 2, the same base
+            # configuration scored 47.7 on one CPU and 49.7 on another (docs/BENCHMARKS.md)
+            return {"shipped": False, "why": (
+                f"{winner['label']} and the best base configuration ({base['label']}) were not asked on one "
+                f"machine ({'; '.join(mine) or 'not recorded'} vs {'; '.join(theirs) or 'not recorded'}): "
+                f"ask them again on this one with --reask {winner['config']},{base['config']}")}
         vs = winner.get("vs_base") or {"fixed": 0, "broken": 0, "p": 1.0}
         if vs["p"] > self.a.ship_alpha:
             lead = winner["ex"] - base["ex"]
@@ -515,8 +565,15 @@ def model_card(out: dict, winner: dict, base: dict, run_dir: Path) -> str:
               f"Execution accuracy on {winner['n']} seeded Spider dev questions (official test-suite "
               f"semantics, `learnat eval --metric spider`). Shipped: **{winner['label']}**, "
               f"{winner['ex']:.1f}% EX, against the best plain-base configuration ({base['label']}) "
-              f"{base['ex']:.1f}%.", ""]
+              f"{base['ex']:.1f}%." + (
+                  f" Question by question: {v['fixed']} fixed, {v['broken']} broken, McNemar p {v['p']:.3g}."
+                  if (v := winner.get("vs_base")) else ""), ""]
     lines += ex_table(out["results"])
+    asked_on = {m for step, ms in out.get("machines", {}).items() if step.startswith("ask-") for m in ms}
+    if len(asked_on) > 1:
+        lines += ["", f"Latencies are per answer on 2-core CPUs; the configurations were asked on "
+                  f"{len(asked_on)} machines ({'; '.join(sorted(m.split(',')[0] for m in asked_on))}), so "
+                  "compare latencies within one machine only."]
     lines += ["", "## Licences", "",
               "- Training data: Spider (Yu et al., 2018), CC BY-SA 4.0. The adapter is a work derived from "
               "it and is shared under the same licence.",
@@ -873,6 +930,10 @@ def main(argv=None) -> int:
                          "docs/BENCHMARKS.md)")
     ap.add_argument("--rebind", action=argparse.BooleanOptionalAction, default=None,
                     help="ask's --rebind (default: on for a new run; a run keeps what its answers used)")
+    ap.add_argument("--reask", default="",
+                    help="configurations to ask again on this machine when their answers were made on "
+                         "another (or an unrecorded) one; the old answers move to superseded/ (the int8 "
+                         "kernels differ by instruction set: compare configurations asked on one machine)")
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))
@@ -881,7 +942,8 @@ def main(argv=None) -> int:
                          "question by question, must have McNemar p <= this (1 ships any lead in EX)")
     args = ap.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    bad = [c for c in args.configs if c not in CONFIGS]
+    args.reask = [c.strip() for c in args.reask.split(",") if c.strip()]
+    bad = [c for c in args.configs + args.reask if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration(s) {', '.join(bad)}; known: {', '.join(CONFIGS)}")
     from learnat_cli.models import resolve_device

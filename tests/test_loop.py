@@ -187,6 +187,7 @@ def _ship_only_a_winner(runs: Path, run: Path) -> None:
                                                                    "adapter_model.safetensors").read_bytes()
     card = (shipped / CARD).read_text()
     assert "CC BY-SA 4.0" in card and "| SFT+MDPO, adaptive path |" in card and "- mdpo:" in card
+    assert "Question by question: 0 fixed, 0 broken, McNemar p 1." in card
     assert "Shipped as `ask`'s default student: SFT+MDPO, adaptive path" in (run / "results.md").read_text()
     assert loop.ship_decision([]) == (None, None)
 
@@ -458,3 +459,44 @@ def test_decomposition_shapes_say_where_decomposition_costs():
            "sft_rows": 1, "pairs": 1, "pairs_used": 1, "training": {}, "results": [row], "targets": []}
     md = loop.markdown(out)
     assert "| SFT, decomposition | 1: 100.0 (0.0) | 1: 0.0 (100.0) |" in md
+
+
+def test_reask_moves_answers_made_elsewhere_and_ship_wants_one_machine(tmp_path):
+    """Answers can differ by CPU (int8 kernels), so ``--reask`` asks a configuration again on this machine
+    (its old answers kept in superseded/), and ``--ship`` refuses a winner and a base asked on different
+    machines."""
+    import argparse
+
+    loop = _loop_module()
+    here = loop.machine()
+    run = tmp_path / "r"
+    (run / "logs").mkdir(parents=True)
+    for f in ("ask-base-zero.jsonl", "eval-base-zero.json", "eval-base-zero.jsonl", "logs/ask-base-zero.log",
+              "ask-mdpo-direct.jsonl"):
+        (run / f).write_text("{}\n")
+    state = {"seconds": {"ask-base-zero": 900.0, "eval-base-zero": 1.0, "ask-mdpo-direct": 400.0},
+             "machines": {"ask-base-zero": ["Other CPU, 2 cores"], "eval-base-zero": ["Other CPU, 2 cores"],
+                          "ask-mdpo-direct": [here]}}
+    (run / "state.json").write_text(json.dumps(state))
+    args = argparse.Namespace(runs=str(tmp_path), name="r", dry_run=False, reask=["base-zero", "mdpo-direct"],
+                              configs=["base-zero", "mdpo-direct"], ship_alpha=0.05)
+    lp = loop.Loop(args)
+    rows = [{"config": "base-zero", "label": "base, zero-shot (direct SQL)", "ex": 40.0},
+            {"config": "mdpo-direct", "label": "SFT+MDPO, direct SQL", "ex": 60.0,
+             "vs_base": {"fixed": 60, "broken": 0, "p": 1e-9}}]
+    why = lp.ship({"results": rows})
+    assert why["shipped"] is False and "were not asked on one machine" in why["why"]
+    assert "--reask mdpo-direct,base-zero" in why["why"]
+
+    lp.reask()
+    moved = run / "superseded" / "base-zero-1"
+    assert sorted(p.name for p in moved.iterdir()) == ["ask-base-zero.jsonl", "ask-base-zero.log",
+                                                      "eval-base-zero.json", "eval-base-zero.jsonl",
+                                                      "machine.txt"]
+    assert (moved / "machine.txt").read_text() == "Other CPU, 2 cores\n"
+    assert not (run / "ask-base-zero.jsonl").exists() and (run / "ask-mdpo-direct.jsonl").exists()
+    saved = json.loads((run / "state.json").read_text())
+    assert saved["seconds"] == {"ask-mdpo-direct": 400.0} and list(saved["machines"]) == ["ask-mdpo-direct"]
+    assert "base-zero: asked again on" in saved["notes"][0] and "superseded/base-zero-1/" in saved["notes"][0]
+    lp.reask()  # nothing left to move: asked here from now on
+    assert not (run / "superseded" / "base-zero-2").exists()
