@@ -749,11 +749,14 @@ def paired(rows: list[dict]) -> list[dict]:
         if not a or not b:
             continue
         a_best, b_best = max(a, key=lambda r: r["ex"]), max(b, key=lambda r: r["ex"])
-        diff = round(a_best["ex"] - b_best["ex"], 1)
+        vs = _versus(correct[a_best["config"]], correct[b_best["config"]])
+        n_both = len(correct[a_best["config"]].keys() & correct[b_best["config"]].keys())
+        # on the same questions, unrounded (two EX rounded apart can differ from it by 0.1)
+        diff = round(100 * (vs["fixed"] - vs["broken"]) / n_both, 1) if n_both else \
+            round(a_best["ex"] - b_best["ex"], 1)
         judged.append({"target": what, "config": a_best["config"], "against": b_best["config"],
                        "ex": a_best["ex"], "against_ex": b_best["ex"], "difference": diff, "needed": lead,
-                       "met": diff >= lead, "short_by": round(max(0.0, lead - diff), 1),
-                       **_versus(correct[a_best["config"]], correct[b_best["config"]]),
+                       "met": diff >= lead, "short_by": round(max(0.0, lead - diff), 1), **vs,
                        "why_broken": why_broken(graded[a_best["config"]], graded[b_best["config"]])})
     return judged
 
