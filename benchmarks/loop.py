@@ -473,8 +473,10 @@ class Loop:
             graded = [json.loads(ln) for ln in scored.open() if ln.strip()] if scored.exists() else []
             asked = {r["id"]: r for r in recs if "id" in r}
             # each graded answer with its steps, for paired(): outcomes, and what the lost ones fail on
+            # (the question from the answer: eval's own records do not repeat it)
             rows[-1]["_graded"] = {r["id"]: {**r, "steps": (a := asked.get(r["id"], {})).get("steps") or [],
-                                             "decomposed": bool(a.get("decomposed"))}
+                                             "decomposed": bool(a.get("decomposed")),
+                                             "question": a.get("question") or r.get("question")}
                                    for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
         targets = paired(rows)
