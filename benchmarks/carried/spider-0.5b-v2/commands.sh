@@ -22,3 +22,11 @@ learnat eval /work/runs/spider-0.5b-v2/ask-mdpo-decompose.jsonl --db-root /work/
 learnat decompose /work/runs/spider-0.5b-v2/train.jsonl --teacher ast --db-root /work/shared/spider/database --trees /work/runs/spider-0.5b-v2/trees.jsonl --schema-format compact --unalias -o /work/runs/spider-0.5b-v2/decompositions.jsonl
 learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl -o /work/runs/spider-0.5b-v2/pairs.jsonl
 learnat build-pairs /work/runs/spider-0.5b-v2/trees.jsonl --sft -o /work/runs/spider-0.5b-v2/sft.jsonl
+learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter /work/runs/spider-0.5b-v2/mdpo --decompose auto --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-mdpo-auto.jsonl
+learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter /work/runs/spider-0.5b-v2/mdpo --decompose auto --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-mdpo-auto.jsonl
+learnat eval /work/runs/spider-0.5b-v2/ask-mdpo-auto.jsonl --db-root /work/shared/spider/database --metric spider --report /work/runs/spider-0.5b-v2/eval-mdpo-auto.json > /work/runs/spider-0.5b-v2/eval-mdpo-auto.jsonl
+learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter /work/runs/spider-0.5b-v2/mdpo --decompose never --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-mdpo-direct.jsonl
+learnat eval /work/runs/spider-0.5b-v2/ask-mdpo-direct.jsonl --db-root /work/shared/spider/database --metric spider --report /work/runs/spider-0.5b-v2/eval-mdpo-direct.json > /work/runs/spider-0.5b-v2/eval-mdpo-direct.jsonl
+learnat mdpo /work/runs/spider-0.5b-v2/pairs-train.jsonl --model /work/runs/spider-0.5b-v2/sft -o /work/runs/spider-0.5b-v2/dpo --resume --save-steps 5 --epochs 1.0 --batch-size 1 --grad-accum 16 --max-length 2048 --lora-layers 8 --beta 0.1 --gamma 0 --ref-cache /work/runs/spider-0.5b-v2/ref-logps --lr 1.5e-05
+# base-zero asked again on AMD EPYC on 2026-12-07 (as --reask does), the same command:
+learnat ask --input /work/runs/spider-0.5b-v2/eval.jsonl --db-root /work/shared/spider/database --adapter none --decompose never --backend auto --schema-format compact --rebind -o /work/runs/spider-0.5b-v2/ask-base-zero.jsonl
