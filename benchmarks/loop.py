@@ -419,7 +419,7 @@ class Loop:
             return {"shipped": False, "why": why}
         mine, theirs = self.asked_on(winner["config"]), self.asked_on(base["config"])
         if not self.a.dry_run and (len(mine) != 1 or mine != theirs):
-            # the int8 kernels differ by instruction set, so can the answers: on run 2, the same base
+            # the int8 engine's kernels differ by CPU, so can the answers: on run 2, the same base
             # configuration scored 47.7 on one CPU and 49.7 on another (docs/BENCHMARKS.md)
             return {"shipped": False, "why": (
                 f"{winner['label']} and the best base configuration ({base['label']}) were not asked on one "
@@ -938,7 +938,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reask", default="",
                     help="configurations to ask again on this machine when their answers were made on "
                          "another (or an unrecorded) one; the old answers move to superseded/ (the int8 "
-                         "kernels differ by instruction set: compare configurations asked on one machine)")
+                         "engine's kernels differ by CPU: compare configurations asked on one machine)")
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))
