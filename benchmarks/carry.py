@@ -68,7 +68,11 @@ def _write_gz(src: Path, dest: Path) -> None:
             rec = json.loads(ln)
             lines.append(json.dumps({k: v for k, v in rec.items() if k not in TEXT_KEYS or v is None},
                                     ensure_ascii=False))
-    data = ("\n".join(lines) + "\n").encode() if lines else b""
+    _gzip_to(dest, ("\n".join(lines) + "\n").encode() if lines else b"")
+
+
+def _gzip_to(dest: Path, data: bytes) -> None:
+    """``data`` gzipped into ``dest`` with no timestamp or name (the same data, the same bytes)."""
     with dest.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
         gz.write(data)
 
@@ -83,8 +87,7 @@ def _write_store_gz(src: Path, dest: Path) -> None:
         except ValueError:
             continue
         lines.append(ln + "\n")
-    with dest.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write("".join(lines).encode())
+    _gzip_to(dest, "".join(lines).encode())
 
 
 def _strip_optimizer(src: Path, dest: Path) -> None:

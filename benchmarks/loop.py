@@ -538,6 +538,11 @@ def _settings(stage_dir: Path) -> dict:
     return {k: cfg[k] for k in keep if cfg.get(k) is not None}
 
 
+def ask_machines(out: dict) -> set[str]:
+    """Every machine a configuration of the run was asked on (state.json ``machines``)."""
+    return {m for step, ms in out.get("machines", {}).items() if step.startswith("ask-") for m in ms}
+
+
 def model_card(out: dict, winner: dict, base: dict, run_dir: Path) -> str:
     """The shipped student's MODEL_CARD.md, written from the loop's own results and training records."""
     stage = CONFIGS[winner["config"]][0]
@@ -571,7 +576,7 @@ def model_card(out: dict, winner: dict, base: dict, run_dir: Path) -> str:
                   f" Question by question: {v['fixed']} fixed, {v['broken']} broken, McNemar p {v['p']:.3g}."
                   if (v := winner.get("vs_base")) else ""), ""]
     lines += ex_table(out["results"])
-    asked_on = {m for step, ms in out.get("machines", {}).items() if step.startswith("ask-") for m in ms}
+    asked_on = ask_machines(out)
     if len(asked_on) > 1:
         lines += ["", f"Latencies are per answer on 2-core CPUs; the configurations were asked on "
                   f"{len(asked_on)} machines ({'; '.join(sorted(m.split(',')[0] for m in asked_on))}), so "
@@ -822,7 +827,7 @@ def markdown(out: dict) -> str:
         lines += ["", "ask " + ("rebinds a column put on the wrong table of a join (`--rebind`): "
                                 + ", ".join(f"{r['label']} {r.get('rebound', 0)}" for r in out["results"])
                                 if on else "without `--rebind` (the run's answers predate it)")]
-    asked_on = {m for step, ms in out.get("machines", {}).items() if step.startswith("ask-") for m in ms}
+    asked_on = ask_machines(out)
     if len(asked_on) > 1:  # int8 kernels differ by instruction set: so can the answers
         lines += ["", f"The configurations were asked on {len(asked_on)} machines (state.json `machines`): "
                   + "; ".join(sorted(asked_on))]
