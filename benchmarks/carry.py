@@ -17,6 +17,8 @@ minute, so it is recomputed; what is carried is what costs hours:
   either. Training resumed from a carried checkpoint therefore rebuilds its moments (noted in state.json).
   Tokenizer files are not carried (the base model's are the same); the reference adapter of MDPO/DPO
   (``ref/``) is the SFT adapter and is restored from it;
+- answers made on another machine and asked again (``superseded/``, ``loop --reask``), gzip as above: a
+  sitting back on that machine brings them back instead of asking again;
 - the reference log-probs of the preference pairs (``ref-logps/``, ``mdpo --ref-cache``; gzip): without
   them the DPO ablation, or MDPO resumed on a new machine, runs the reference forward pass again (about
   half of an update's time on the 2-core CPU). Restore merges them into the run folder's store.
@@ -115,6 +117,16 @@ def pack(run: Path, carry: Path) -> dict:
         _write_gz(src, tmp / (src.name + ".gz"))
     for src in sorted(run.glob("eval-*.json")):
         shutil.copy2(src, tmp / src.name)
+    # answers made on another machine and asked again here (``loop --reask``): they come back if a later
+    # sitting runs on that machine again
+    for d in sorted(p for p in (run / "superseded").glob("*") if p.is_dir()):
+        for src in sorted(d.iterdir()):
+            dest = tmp / "superseded" / d.name / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.name.endswith(".jsonl"):
+                _write_gz(src, dest.with_name(src.name + ".gz"))
+            elif src.is_file():
+                shutil.copy2(src, dest)
     # the reference log-probs of the preference pairs (``mdpo --ref-cache``): minutes of forward passes per
     # update on a CPU, a few kB each, shared by MDPO and the DPO ablation
     for src in sorted((run / "ref-logps").glob("*.jsonl")):
@@ -216,6 +228,7 @@ def restore(carry: Path, run: Path, examples: dict[str, dict], db_path: Callable
     for rel, sha in man["files"].items():
         if _sha(carry / rel) != sha:
             raise SystemExit(f"{carry / rel}: its sha256 does not match carry.json (a damaged carry)")
+    fresh = not (run / "state.json").exists()  # a new machine: else this run folder's own records win
     run.mkdir(parents=True, exist_ok=True)
     done: list[str] = []
     if (carry / "state.json").exists() and not (run / "state.json").exists():
@@ -235,6 +248,17 @@ def restore(carry: Path, run: Path, examples: dict[str, dict], db_path: Callable
                 done.append(dest.name)
                 restored_preds.append(dest)
     newest = max((p.stat().st_mtime for p in restored_preds), default=0.0)
+    for d in sorted(p for p in (carry / "superseded").glob("*") if p.is_dir()):
+        # only into a new run folder: one this machine kept knows which sets it has brought back since
+        if not fresh or (run / "superseded" / d.name).exists():
+            continue
+        (run / "superseded" / d.name).mkdir(parents=True)
+        for src in sorted(d.iterdir()):
+            if src.name.endswith(".jsonl.gz"):
+                _restore_records(src, run / "superseded" / d.name / src.name[:-3], examples, db_path)
+            else:
+                shutil.copy2(src, run / "superseded" / d.name / src.name)
+        done.append(f"superseded/{d.name}/")
     for src in sorted(carry.glob("eval-*.json")):
         dest = run / src.name
         if not dest.exists():

@@ -23,8 +23,9 @@ than chance on the same questions (McNemar p <= ``--ship-alpha``, default 0.05):
 questions ahead of the base is not shipped in its place. Both must have been asked on one machine: ``ask``'s
 int8 engine can answer differently on another CPU (run 2: the same base configuration, 47.7% EX on one,
 49.7% on another), so a loop carried across machines asks the two again on one with ``--reask A,B``
-(``make loop REASK=A,B``): answers made on another machine move to ``runs/<name>/superseded/`` and the
-configuration is asked here.
+(``make loop REASK=A,B``): answers made on another machine move to ``runs/<name>/superseded/`` (carried
+too) and the configuration is asked here, unless ``superseded/`` holds a set made on this machine, which comes
+back instead.
 
 Scales: ``full`` samples ``--train`` questions of Spider train (seeded, databases present) for synthesis and
 ``--eval`` of Spider dev (never trained on); ``tiny`` runs the same chain with the tiny random test model on
@@ -41,6 +42,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -357,8 +359,11 @@ class Loop:
     def reask(self) -> None:
         """``--reask NAMES``: each named configuration whose answers were not all made on this machine is
         asked again here. Its answers, graded records, report and logs move to ``superseded/<name>-<k>/``
-        (with the machine they came from), its time and machine records are dropped, and a note says so;
-        the steps below then ask and score it as for a new run."""
+        (with the machines they came from and their time records, ``machine.txt`` and ``record.json``), its
+        time and machine records are dropped, and a note says so; the steps below then ask and score it as
+        for a new run. When ``superseded/`` already holds a complete set of its answers made on this machine
+        (a run that went from this machine to another and back), that set comes back instead: nothing is
+        asked again."""
         for name in getattr(self.a, "reask", []):
             if name not in self.a.configs:
                 continue  # not asked in this run: its answers stay as they are
@@ -369,23 +374,76 @@ class Loop:
             print(f"[loop] reask {name}: its answers were made on {where}", file=sys.stderr, flush=True)
             if self.a.dry_run:
                 continue
-            k = 1
-            while (self.dir / "superseded" / f"{name}-{k}").exists():
-                k += 1
-            dest = self.dir / "superseded" / f"{name}-{k}"
-            dest.mkdir(parents=True)
-            for f in [preds, self.dir / f"eval-{name}.json", self.dir / f"eval-{name}.jsonl",
-                      self.logs / f"ask-{name}.log", self.logs / f"eval-{name}.log"]:
-                if f.exists():
-                    f.replace(dest / f.name)
-            (dest / "machine.txt").write_text(where + "\n")
-            for step in (f"ask-{name}", f"eval-{name}"):
-                self.state.get("seconds", {}).pop(step, None)
-                self.state.get("machines", {}).pop(step, None)
-            self.state.setdefault("notes", []).append(
-                f"{name}: asked again on {machine().split(',')[0]} (--reask); the answers made on {where} "
-                f"are in superseded/{dest.name}/")
+            back = self._superseded_from_here(name, count_lines(preds))
+            dest = self._supersede(name, where)
+            cpu = machine().split(",")[0]
+            if back is not None:
+                self._bring_back(name, back)
+                self.state.setdefault("notes", []).append(
+                    f"{name}: the answers made on {cpu} came back from superseded/{back.name}/ "
+                    f"(--reask); those made on {where} are in superseded/{dest.name}/")
+                print(f"[loop] reask {name}: its answers made on this machine came back from "
+                      f"superseded/{back.name}/", file=sys.stderr, flush=True)
+            else:
+                self.state.setdefault("notes", []).append(
+                    f"{name}: asked again on {cpu} (--reask); the answers made on {where} "
+                    f"are in superseded/{dest.name}/")
             self.save_state()
+
+    def _supersede(self, name: str, where: str) -> Path:
+        """Move configuration ``name``'s answers, graded records, report and logs to a new
+        ``superseded/<name>-<k>/`` with their machines and time records; drop those records from state."""
+        k = 1
+        while (self.dir / "superseded" / f"{name}-{k}").exists():
+            k += 1
+        dest = self.dir / "superseded" / f"{name}-{k}"
+        dest.mkdir(parents=True)
+        files = [self.dir / f"{kind}-{name}{ext}" for kind, ext in
+                 (("ask", ".jsonl"), ("eval", ".json"), ("eval", ".jsonl"))]
+        for f in files + [self.logs / f"ask-{name}.log", self.logs / f"eval-{name}.log"]:
+            if f.exists():
+                f.replace(dest / f.name)
+        (dest / "machine.txt").write_text(where + "\n")
+        record: dict = {"seconds": {}, "machines": {}}
+        for step in (f"ask-{name}", f"eval-{name}"):
+            for key in ("seconds", "machines"):
+                val = self.state.get(key, {}).pop(step, None)
+                if val is not None:
+                    record[key][step] = val
+        (dest / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+        return dest
+
+    def _superseded_from_here(self, name: str, n: int) -> Path | None:
+        """The newest ``superseded/<name>-<k>/`` whose answers (at least ``n``: the whole question set) were
+        all made on this machine, or None."""
+        found = []
+        for d in (self.dir / "superseded").glob(f"{name}-*"):
+            k = d.name[len(name) + 1:]
+            if (k.isdigit() and (d / "machine.txt").exists()
+                    and (d / "machine.txt").read_text().strip() == machine()
+                    and count_lines(d / f"ask-{name}.jsonl") >= n):
+                found.append((int(k), d))
+        return max(found)[1] if found else None
+
+    def _bring_back(self, name: str, src: Path) -> None:
+        """Put a superseded set of answers (and what was scored and logged of them) back in place, with
+        the time and machine records it left with; the folder goes."""
+        for f in sorted(src.iterdir()):
+            if f.name.endswith(".log"):
+                self.logs.mkdir(parents=True, exist_ok=True)
+                f.replace(self.logs / f.name)
+            elif f.name.startswith(("ask-", "eval-")):
+                f.replace(self.dir / f.name)
+        record = json.loads((src / "record.json").read_text()) if (src / "record.json").exists() else {}
+        for key in ("seconds", "machines"):
+            self.state.setdefault(key, {}).update(record.get(key, {}))
+        self.state.setdefault("machines", {}).setdefault(f"ask-{name}", [machine()])
+        report, graded = self.dir / f"eval-{name}.json", self.dir / f"eval-{name}.jsonl"
+        preds = self.dir / f"ask-{name}.jsonl"
+        if report.exists() and graded.exists():  # scored already: keep the report newer than the answers
+            t = preds.stat().st_mtime + 1
+            os.utime(report, (t, t))
+        shutil.rmtree(src)
 
     def ask_and_eval(self, name: str, evals: Path, dbopts: list[str], student: list[str]) -> None:
         """``ask`` (appends, resumes) then ``eval`` for one configuration."""
@@ -942,8 +1000,9 @@ def main(argv=None) -> int:
                     help="ask's --rebind (default: on for a new run; a run keeps what its answers used)")
     ap.add_argument("--reask", default="",
                     help="configurations to ask again on this machine when their answers were made on "
-                         "another (or an unrecorded) one; the old answers move to superseded/ (the int8 "
-                         "engine's kernels differ by CPU: compare configurations asked on one machine)")
+                         "another (or an unrecorded) one; the old answers move to superseded/, and a set "
+                         "made on this machine earlier comes back from there (the int8 engine's kernels "
+                         "differ by CPU: compare configurations asked on one machine)")
     ap.add_argument("--ship", action="store_true",
                     help="package the winning adapter as ask's default student (if it beats the base)")
     ap.add_argument("--ship-to", default=str(REPO / "learnat_cli" / "student"))

@@ -492,11 +492,65 @@ def test_reask_moves_answers_made_elsewhere_and_ship_wants_one_machine(tmp_path)
     moved = run / "superseded" / "base-zero-1"
     assert sorted(p.name for p in moved.iterdir()) == ["ask-base-zero.jsonl", "ask-base-zero.log",
                                                       "eval-base-zero.json", "eval-base-zero.jsonl",
-                                                      "machine.txt"]
+                                                      "machine.txt", "record.json"]
     assert (moved / "machine.txt").read_text() == "Other CPU, 2 cores\n"
+    assert json.loads((moved / "record.json").read_text()) == {
+        "seconds": {"ask-base-zero": 900.0, "eval-base-zero": 1.0},
+        "machines": {"ask-base-zero": ["Other CPU, 2 cores"], "eval-base-zero": ["Other CPU, 2 cores"]}}
     assert not (run / "ask-base-zero.jsonl").exists() and (run / "ask-mdpo-direct.jsonl").exists()
     saved = json.loads((run / "state.json").read_text())
     assert saved["seconds"] == {"ask-mdpo-direct": 400.0} and list(saved["machines"]) == ["ask-mdpo-direct"]
     assert "base-zero: asked again on" in saved["notes"][0] and "superseded/base-zero-1/" in saved["notes"][0]
     lp.reask()  # nothing left to move: asked here from now on
     assert not (run / "superseded" / "base-zero-2").exists()
+
+
+def test_reask_brings_back_answers_this_machine_made_and_the_carry_keeps_them(tmp_path, monkeypatch):
+    """A run asked on machine A, then re-asked on B (A's answers to superseded/), then back on A: ``--reask``
+    brings A's complete set back instead of asking again (with its time and machine records), B's set moves
+    to superseded/; the carry packs superseded/ and a new machine gets it back."""
+    import argparse
+
+    loop, carry = _loop_module(), _carry_module()
+    run = tmp_path / "r"
+    (run / "logs").mkdir(parents=True)
+    answers = "".join(json.dumps({"id": f"q{i}", "pred": f"SELECT {i}", "question": f"Q{i}?"}) + "\n"
+                      for i in range(3))
+    (run / "ask-base-zero.jsonl").write_text(answers)
+    (run / "eval-base-zero.jsonl").write_text(answers)
+    (run / "eval-base-zero.json").write_text('{"ex": 1.0}')
+    (run / "logs" / "ask-base-zero.log").write_text("asked on A\n")
+    (run / "state.json").write_text(json.dumps({"seconds": {"ask-base-zero": 500.0},
+                                                "machines": {"ask-base-zero": ["CPU A"]}}))
+    args = argparse.Namespace(runs=str(tmp_path), name="r", dry_run=False, reask=["base-zero"],
+                              configs=["base-zero"], ship_alpha=0.05)
+    monkeypatch.setattr(loop, "machine", lambda: "CPU B")
+    loop.Loop(args).reask()  # on B: A's answers move away; B asks again (here: B's answers written by hand)
+    assert not (run / "ask-base-zero.jsonl").exists()
+    (run / "ask-base-zero.jsonl").write_text(answers.replace("SELECT", "SELECT DISTINCT"))
+    state = json.loads((run / "state.json").read_text())
+    state["seconds"]["ask-base-zero"], state["machines"]["ask-base-zero"] = 600.0, ["CPU B"]
+    (run / "state.json").write_text(json.dumps(state))
+
+    man = carry.pack(run, tmp_path / "carry")
+    assert "superseded/base-zero-1/ask-base-zero.jsonl.gz" in man["files"]
+    assert "superseded/base-zero-1/record.json" in man["files"]
+    fresh = tmp_path / "fresh" / "r"  # a new machine restores A's superseded answers with their text
+    done = carry.restore(tmp_path / "carry", fresh, {"q1": {"question": "Q1?"}}, lambda rec: None)
+    assert "superseded/base-zero-1/" in done
+    got = [json.loads(ln) for ln in (fresh / "superseded" / "base-zero-1" / "ask-base-zero.jsonl").open()]
+    assert [r["pred"] for r in got] == ["SELECT 0", "SELECT 1", "SELECT 2"] and got[1]["question"] == "Q1?"
+
+    monkeypatch.setattr(loop, "machine", lambda: "CPU A")
+    lp = loop.Loop(args)
+    lp.reask()  # back on A: nothing to ask, A's set comes back, B's moves away
+    assert (run / "ask-base-zero.jsonl").read_text() == answers
+    assert (run / "logs" / "ask-base-zero.log").read_text() == "asked on A\n"
+    assert not (run / "superseded" / "base-zero-1").exists()
+    assert (run / "superseded" / "base-zero-2" / "machine.txt").read_text() == "CPU B\n"
+    assert lp.asked_on("base-zero") == ["CPU A"] and lp.state["seconds"]["ask-base-zero"] == 500.0
+    assert "came back from superseded/base-zero-1/" in lp.state["notes"][-1]
+    # scored already: the report stays newer than the answers, so the loop does not score again
+    assert (run / "eval-base-zero.json").stat().st_mtime > (run / "ask-base-zero.jsonl").stat().st_mtime
+    assert carry.restore(tmp_path / "carry", run, {}, lambda rec: None) == []  # this folder's own record wins
+    assert not (run / "superseded" / "base-zero-1").exists()
