@@ -361,9 +361,9 @@ class Loop:
         asked again here. Its answers, graded records, report and logs move to ``superseded/<name>-<k>/``
         (with the machines they came from and their time records, ``machine.txt`` and ``record.json``), its
         time and machine records are dropped, and a note says so; the steps below then ask and score it as
-        for a new run. When ``superseded/`` already holds a complete set of its answers made on this machine
-        (a run that went from this machine to another and back), that set comes back instead: nothing is
-        asked again."""
+        for a new run. When ``superseded/`` already holds a set of its answers made on this machine, at least
+        as many as the set it replaces (a run that went from this machine to another and back), that set
+        comes back instead and the loop only asks what it lacks."""
         for name in getattr(self.a, "reask", []):
             if name not in self.a.configs:
                 continue  # not asked in this run: its answers stay as they are
@@ -414,8 +414,8 @@ class Loop:
         return dest
 
     def _superseded_from_here(self, name: str, n: int) -> Path | None:
-        """The newest ``superseded/<name>-<k>/`` whose answers (at least ``n``: the whole question set) were
-        all made on this machine, or None."""
+        """The newest ``superseded/<name>-<k>/`` whose answers were all made on this machine and number at
+        least ``n`` (as many as the set they would replace), or None."""
         found = []
         for d in (self.dir / "superseded").glob(f"{name}-*"):
             k = d.name[len(name) + 1:]
