@@ -538,6 +538,10 @@ class Loop:
                                    for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
         targets = paired(rows)
+        pairs = self.dir / "pairs.jsonl"
+        if not self.a.dry_run and pairs.exists() and any((self.dir / s / "manifest.json").exists()
+                                                         for s in ("mdpo", "dpo")):
+            self.pair_sample(pairs)  # a run restored from its carry: the same seeded sample its training used
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
         out = {"name": self.a.name, "scale": self.a.scale, "student": student,

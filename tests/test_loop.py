@@ -128,6 +128,9 @@ def _carried_to_a_new_machine(runs: Path, run: Path, res: dict) -> None:
     assert [{k: r.get(k) for k in keep} for r in again["results"]] == \
         [{k: r.get(k) for k in keep} for r in res["results"]]
     assert (other / "tiny" / "logs" / "sft.log").read_bytes() == (run / "logs" / "sft.log").read_bytes()
+    # the pairs MDPO/DPO trained on are drawn again (seeded), so results.md says how many were used
+    assert again["pairs_used"] == res["pairs_used"] > 0
+    assert (other / "tiny" / "pairs-train.jsonl").read_text() == (run / "pairs-train.jsonl").read_text()
     back = [json.loads(ln) for ln in (other / "tiny" / "ask-base-zero.jsonl").open()]
     assert back == [json.loads(ln) for ln in (run / "ask-base-zero.jsonl").open()]
 
