@@ -246,7 +246,7 @@ def _peak_fp32_gflops(seconds: float = 3.0) -> float:
     return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
 
 
-LEVERS = ("today", "scoring", "compact", "layers", "grouped", "all")
+LEVERS = ("today", "scoring", "compact", "layers", "grouped", "all", "threads1", "compile")
 
 
 def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: int, workdir: Path,
@@ -286,7 +286,15 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
                         {"lora_layers": lora_layers}, 1),
              "grouped": (f"+ length-grouped batches of {batch}", sql, {"group_by_length": True}, batch),
              "all": ("all levers (compact, upper LoRA, labelled positions, batch 1)", compact,
-                     {"lora_layers": lora_layers}, 1)}
+                     {"lora_layers": lora_layers}, 1),
+             # the two levers the issue names last, on top of all the others: the torch thread count (this
+             # machine's cores, against one), and --compile-layers (torch.compile of each decoder layer,
+             # dynamic shapes, as every row has its own length; the rows run twice and the second pass is
+             # timed, the first, compiling, reported apart)
+             "threads1": ("all levers, 1 torch thread", compact,
+                          {"lora_layers": lora_layers, "threads": 1}, 1),
+             "compile": ("all levers + torch.compile of the layers", compact,
+                         {"lora_layers": lora_layers, "compile_layers": True}, 1)}
     configs = [table[c] for c in which]
     peak = _peak_fp32_gflops()
     out: dict = {"model": path, "examples": len(ids), "peak_fp32_gflops": round(peak, 1), "configs": []}
@@ -297,19 +305,26 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
         steps = len(rows) // bs
         kw = dict(kw)
         score_all = kw.pop("score_all", False)
+        threads, compiled = kw.pop("threads", None), kw.get("compile_layers", False)
+        passes = 2 if compiled else 1  # compiled: the rows twice, the second pass timed (every shape warm)
         cfg = SftConfig(output_dir=str(workdir / "lev"), model=path, batch_size=bs, grad_accum=1,
-                        max_steps=steps, cpu=True, save_steps=0, max_length=4096, **kw)
+                        max_steps=steps * passes, cpu=True, save_steps=0, max_length=4096, **kw)
         trainer, _ = build_sft_trainer(cfg, rows=rows)
         score_label_positions_only(not score_all)  # consulted at every forward: set after the build
+        threads_before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
         labelled = sum(int((trainer.data_collator([trainer.train_dataset[i]])["labels"] != -100).sum())
                        for i in range(len(trainer.train_dataset)))
         timer = _step_timer()
         trainer.add_callback(timer)
         with contextlib.redirect_stdout(sys.stderr):
             trainer.train()
+        torch.set_num_threads(threads_before)
         counts = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
         tokens = counts[-1] if counts else None
-        timed = timer.times[1:]  # the first step warms up
+        warm = steps if compiled else 1  # the first step warms up; compiled: the whole first pass
+        timed = timer.times[warm:]
         per_ex = sum(timed) / (len(timed) * bs)
         model = trainer.model
         conf = model.config
@@ -318,7 +333,7 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
         body = n_all - head  # tied embeddings: the head is the embedding matrix, used once as a matmul
         layers_bw = kw.get("lora_layers") or conf.num_hidden_layers
         body_bw = body * layers_bw / conf.num_hidden_layers
-        tok_ex = (tokens / (steps * bs)) if tokens else None
+        tok_ex = (tokens / (steps * passes * bs)) if tokens else None
         scored_ex = tok_ex if score_all else labelled / len(rows)  # positions through the LM head
         # forward 2*body and backward (activation gradients, down to the lowest LoRA layer) 2*body_bw FLOPs
         # per token; the LM head forward and backward, 4*head per scored position
@@ -328,8 +343,10 @@ def bench_levers_real(model_spec, rows_sql: Path, rows_compact: Path | None, n: 
                "labelled_per_example": round(labelled / len(rows), 1),
                "gflops_per_s": round(flops_ex / per_ex / 1e9, 1) if flops_ex else None}
         row["fraction_of_peak"] = round(row["gflops_per_s"] / peak, 3) if row["gflops_per_s"] else None
+        if compiled:
+            row["first_pass_s"] = round(sum(timer.times[:warm]), 1)  # compiling, then the recompiles
         score_label_positions_only()
-        if label.startswith("all levers"):  # what bounds the rest: the forward pass alone on one batch
+        if label == table["all"][0]:  # what bounds the rest: the forward pass alone on one batch
             model.eval()
             b = trainer.data_collator([trainer.train_dataset[i] for i in range(bs)])
             with torch.no_grad():

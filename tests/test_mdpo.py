@@ -187,6 +187,22 @@ def test_trainer_loss_equals_hand_computed_loss(tiny_model_dir, tmp_path, gamma,
     assert torch.allclose(loss.float(), want.float(), atol=1e-5), (loss, want)
 
 
+def test_compiled_layers_give_the_eager_loss(tiny_model_dir, tmp_path):
+    """--compile-layers on MDPO (the shared-prefix forward of CPU): the same loss as the eager layers."""
+    n = len(PAIRS)
+    losses = []
+    for compiled in (False, True):
+        cfg = MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), output_dir=str(tmp_path / "o"),
+                         model=str(tiny_model_dir), batch_size=n, grad_accum=1, max_steps=1, beta=0.5,
+                         gamma=1.5, cpu=True, compile_layers=compiled)
+        trainer, _ = build_mdpo_trainer(cfg, peft_config=_random_lora())
+        assert trainer.shared_prefix
+        layers = trainer.model.base_model.model.model.layers
+        assert all((layer._compiled_call_impl is not None) == compiled for layer in layers)
+        losses.append(_trainer_loss(trainer, n)[0].float())
+    assert torch.allclose(losses[0], losses[1], atol=1e-4), losses
+
+
 def test_odpo_form_equals_hand_computed_loss(tiny_model_dir, tmp_path):
     n = len(PAIRS)
     cfg = MdpoConfig(input=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), output_dir=str(tmp_path / "out"),

@@ -411,3 +411,26 @@ def test_cpu_loss_scores_only_the_labelled_positions(tiny_model_dir):
     assert seen == [2 * 39, 10 + 5, 2 * 39]  # shifted labels: 39 positions a row; 15 carry a label
     assert torch.allclose(full.loss, compact.loss, atol=1e-6) and torch.equal(full.loss, again.loss)
     assert torch.allclose(full.log_probs, compact.log_probs, atol=1e-6)
+
+
+def test_compile_layers_compiles_each_decoder_layer_and_keeps_the_loss(tiny_model_dir, tmp_path):
+    """--compile-layers: each decoder layer runs through torch.compile (the CPU lever measured in
+    docs/BENCHMARKS.md); the first step's loss is the eager one, and a model without a layer list is a clean
+    error naming the field."""
+    import torch
+
+    from learnat_cli.training.runner import compile_layers
+
+    rows = [{"prompt": "Question: " + "how many " * (i + 1), "completion": f"SELECT {i}"} for i in range(4)]
+    losses = {}
+    for compiled in (False, True):
+        cfg = SftConfig(output_dir=str(tmp_path / f"o{compiled}"), model=str(tiny_model_dir), cpu=True,
+                        batch_size=1, grad_accum=1, max_steps=2, save_steps=0, compile_layers=compiled)
+        trainer, _ = build_sft_trainer(cfg, rows=rows)
+        layers = trainer.model.base_model.model.model.layers
+        assert all((layer._compiled_call_impl is not None) == compiled for layer in layers)
+        trainer.train()
+        losses[compiled] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses[True]) == 2 and losses[True][0] == pytest.approx(losses[False][0], abs=1e-4)
+    with pytest.raises(LearnatError, match="compile-layers"):
+        compile_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))

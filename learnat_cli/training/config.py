@@ -72,6 +72,8 @@ class TrainConfig:
     cpu: bool = opt(False, "Train on CPU even when a GPU is present.")
     bf16: bool | None = opt(None, "bf16 mixed precision (default: on GPUs that support it).")
     gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
+    compile_layers: bool = opt(False, "torch.compile each decoder layer (inductor, dynamic shapes): on CPU "
+                                      "1.1x faster steps after a slower first pass (docs/BENCHMARKS.md).")
     logging_steps: int = opt(1, "Log loss/lr every N steps.")
     limit: int | None = opt(None, "Use only the first N rows.")
     gpus: int = opt(1, "Processes (GPUs) per node; >1 runs through accelerate launch (with --cpu: gloo).")

@@ -59,6 +59,7 @@ from learnat_cli.training.runner import (
     EventFn,
     adapter_base,
     common_args,
+    compile_layers,
     device_settings,
     load_model,
     lora_config,
@@ -451,6 +452,8 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
                               margin_form=cfg.margin_form, odpo_alpha=cfg.odpo_alpha,
                               shared_prefix=cfg.shared_prefix == "on" or (
                                   cfg.shared_prefix == "auto" and use_cpu and not cfg.gradient_checkpointing))
+        if cfg.compile_layers:
+            compile_layers(trainer.model)
     return trainer, {"base": base, "adapter": adapter, "rows": len(rows)}
 
 
