@@ -308,11 +308,14 @@ class Loop:
         if self.carry is not None and not a.dry_run:
             _carry_module().check_synthesis(self.carry, self.dir)
         self.reask()
+        students = {CONFIGS[c][0] for c in a.configs} - {None}
+        students |= {"sft"} if students else set()  # MDPO and DPO start from the SFT adapter
+        # the seeded pairs MDPO and DPO train on, drawn with the pairs: a run restored from its carry (which
+        # recomputes the synthesis) has the sample its training used, and results.md counts it
+        sample = self.pair_sample(pairs) if students & {"mdpo", "dpo"} else None
         # 3-7. each student in turn (the base, SFT, then MDPO and the plain-DPO ablation from the same SFT
         # adapter): trained, then every configuration that uses it asked and scored at once, so a loop carried
         # over several sittings has results for each student as soon as it exists, not after the last training
-        students = {CONFIGS[c][0] for c in a.configs} - {None}
-        students |= {"sft"} if students else set()  # MDPO and DPO start from the SFT adapter
         for stage in (None, "sft", "mdpo", "dpo"):
             if stage is not None and stage not in students:
                 continue
@@ -321,7 +324,7 @@ class Loop:
                     self.learnat("sft", "sft", str(sft_rows), *student, "-o", str(self.dir / "sft"),
                                  *self.train_flags("sft"))
                 else:
-                    self.learnat(stage, "mdpo", str(self.pair_sample(pairs)), "--model",
+                    self.learnat(stage, "mdpo", str(sample), "--model",
                                  str(self.dir / "sft"), "-o", str(self.dir / stage), *self.train_flags(stage))
                 if not self.trained(stage):
                     break  # its --budget ran out in this sitting: the next one resumes it
@@ -538,10 +541,6 @@ class Loop:
                                    for r in graded if "id" in r}
             rows[-1]["tables"] = table_choice(graded)
         targets = paired(rows)
-        pairs = self.dir / "pairs.jsonl"
-        if not self.a.dry_run and pairs.exists() and any((self.dir / s / "manifest.json").exists()
-                                                         for s in ("mdpo", "dpo")):
-            self.pair_sample(pairs)  # a run restored from its carry: the same seeded sample its training used
         student = self.a.student or ("tiny random model" if self.a.scale == "tiny" else
                                      "embedded Qwen2.5-Coder-0.5B-Instruct")
         out = {"name": self.a.name, "scale": self.a.scale, "student": student,
