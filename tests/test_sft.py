@@ -434,3 +434,23 @@ def test_compile_layers_compiles_each_decoder_layer_and_keeps_the_loss(tiny_mode
     assert len(losses[True]) == 2 and losses[True][0] == pytest.approx(losses[False][0], abs=1e-4)
     with pytest.raises(LearnatError, match="compile-layers"):
         compile_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_compile_layers_without_a_compiler_is_one_clean_line(tiny_model_dir, tmp_path):
+    """No working C++ compiler for inductor on CPU (CXX names none; inductor reads it once per process, so
+    a process of its own): `learnat sft --compile-layers` exits 2 with one line naming the field, before
+    any training step."""
+    import os
+    import subprocess
+    import sys
+
+    rows = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "Q?", "completion": "SELECT 1"}])
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"))
+    res = subprocess.run([sys.executable, "-m", "learnat_commands.main", "sft", str(rows), "--model",
+                          str(tiny_model_dir), "-o", str(tmp_path / "o"), "--cpu", "--max-steps", "1",
+                          "--compile-layers"], capture_output=True, text=True, env=env, timeout=600,
+                         check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "compile_layers" in err[0] and "C++ compiler" in err[0], err
+    assert "Traceback" not in res.stderr and not (tmp_path / "o" / "adapter_model.safetensors").exists()

@@ -453,7 +453,7 @@ def build_mdpo_trainer(cfg: MdpoConfig, rows: list[dict[str, Any]] | None = None
                               shared_prefix=cfg.shared_prefix == "on" or (
                                   cfg.shared_prefix == "auto" and use_cpu and not cfg.gradient_checkpointing))
         if cfg.compile_layers:
-            compile_layers(trainer.model)
+            compile_layers(trainer.model, cpu=use_cpu)
     return trainer, {"base": base, "adapter": adapter, "rows": len(rows)}
 
 

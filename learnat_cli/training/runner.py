@@ -261,14 +261,23 @@ def lora_config(cfg: TrainConfig, model=None):
                       **{"target_modules": cfg.target_modules or "all-linear", **extra})
 
 
-def compile_layers(model) -> int:
+def compile_layers(model, cpu: bool = True) -> int:
     """``--compile-layers``: compile each decoder layer of ``model`` (a transformers model, PEFT-wrapped or
     not) in place with torch.compile (inductor, dynamic shapes: every row has its own length); the
     embeddings, the LM head and the loss stay eager. Returns the number of layers compiled. Measured on the
     2-core CPU, LoRA SFT of the 0.5B on its last 8 layers: faster steps once compiled, a slower first pass
-    over the rows (docs/BENCHMARKS.md, CPU speed levers)."""
+    over the rows (docs/BENCHMARKS.md, CPU speed levers). On ``cpu`` inductor builds C++ kernels: without a
+    working compiler that is a clean error now, not a traceback at the first step."""
     import torch
 
+    if cpu:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()  # inductor's own check, the one its first compile would fail on
+        except Exception as e:  # noqa: BLE001 - InvalidCxxCompiler and whatever the probe raises
+            raise LearnatError(f"--compile-layers needs a C++ compiler on CPU (set CXX to one): "
+                               f"{str(e).splitlines()[0]}", field="compile_layers") from None
     stacks = [m for name, m in model.named_modules()
               if isinstance(m, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks")]
     if not stacks:
@@ -569,7 +578,7 @@ def build_sft_trainer(cfg: SftConfig, rows: list[dict[str, Any]] | None = None):
                              eval_dataset=Dataset.from_list(eval_data) if eval_data else None,
                              processing_class=tokenizer, peft_config=peft_config)
         if cfg.compile_layers:
-            compile_layers(trainer.model)
+            compile_layers(trainer.model, cpu=use_cpu)
     return trainer, {"base": base, "adapter": adapter, "loss_mode": loss_mode, "rows": len(rows)}
 
 
